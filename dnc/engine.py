@@ -1,0 +1,309 @@
+"""Training engine: fit / train_one_epoch / validate, emitting events to callbacks.
+
+The engine knows nothing of logging or tracking: MLflow, Optuna pruning and progress
+reporting subscribe as callbacks. Each epoch re-seeds every RNG from (seed, epoch), and
+the full training state is checkpointed after every epoch, so a killed and resumed run
+ends with exactly the same weights and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from dnc import checkpoint
+from dnc.config import TrainConfig
+from dnc.losses import EnsembleHow, ensemble_log_probs
+from dnc.schedule import build_scheduler
+from dnc.tasks.base import Task
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN/inf; training stops at once."""
+
+
+@dataclass
+class TrainState:
+    """Everything the loop needs to continue; saved in every checkpoint."""
+
+    epoch: int = -1  # last completed epoch (0-based)
+    global_step: int = 0
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)  # callbacks' own ids (e.g. run ids)
+
+
+@dataclass
+class FitResult:
+    state: TrainState
+    run_dir: Path
+    best_path: Path
+    resumed_from: int  # epoch the run resumed after, -1 for a fresh run
+
+
+class Callback(Protocol):
+    """Engine events; implement any subset (see `CallbackList`)."""
+
+    def on_fit_start(self, state: TrainState) -> None: ...
+    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None: ...
+    def on_fit_end(self, state: TrainState, result: FitResult) -> None: ...
+    def on_fit_error(self, state: TrainState, error: BaseException) -> None: ...
+
+
+class CallbackList:
+    """Dispatch an event to every callback that defines it."""
+
+    def __init__(self, callbacks: Sequence[object]) -> None:
+        self.callbacks = list(callbacks)
+
+    def __call__(self, event: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            handler = getattr(cb, event, None)
+            if handler is not None:
+                handler(*args)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed every RNG gets at the start of `epoch` (shuffle, views, dropout, mixup)."""
+    return seed * 100_003 + epoch
+
+
+class Loaders(Protocol):
+    """What the engine needs from `dnc.data`: per-epoch train batches and a val loader."""
+
+    val: Iterable[tuple[Tensor, Tensor]]
+
+    def train_epoch(self, epoch: int) -> Iterable[tuple[Tensor, Tensor]]: ...
+
+
+def train_one_epoch(
+    task: Task,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """One pass over the training batches; returns batch-size-weighted mean of each part."""
+    task.train()
+    amp = cfg.amp and device.type == "cuda"
+    sums: dict[str, Tensor] = {}
+    seen = 0
+    start = time.perf_counter()
+    bar = tqdm(
+        batches,
+        total=steps_per_epoch,
+        desc=f"epoch {epoch}",
+        disable=not cfg.progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for step, (views, targets) in enumerate(bar):
+        views = views.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        if cfg.channels_last and device.type == "cuda":
+            shape = views.shape  # (V, B, C, H, W): channels-last per view
+            views = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+            views = views.view(shape)
+        with torch.autocast(device.type, enabled=amp):
+            parts = task.training_step(views, targets, epoch + step / steps_per_epoch)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            raise DivergenceError(f"loss is {loss.item()} at epoch {epoch} step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        batch = targets.shape[0]
+        seen += batch
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value.detach().float() * batch
+    elapsed = time.perf_counter() - start
+    out = {f"train/{k}": float(v) / max(seen, 1) for k, v in sums.items()}
+    out["train/lr"] = optimizer.param_groups[0]["lr"]
+    out["train/images_per_s"] = seen / max(elapsed, 1e-9)
+    out["train/epoch_time_s"] = elapsed
+    return out
+
+
+@torch.no_grad()
+def collect_logits(
+    module: torch.nn.Module,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    forward: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Stacked logits (M, N, C) float32 on CPU and labels (N,) over a loader.
+
+    `forward` defaults to the module itself (a SplitNet returns its members' logits).
+    """
+    module.eval()
+    forward = forward or module
+    logits, labels = [], []
+    for images, targets in loader:
+        logits.append(forward(images.to(device)).float().cpu())
+        labels.append(targets)
+    return torch.cat(logits, dim=1), torch.cat(labels)
+
+
+def score(logits: Tensor, labels: Tensor, how: EnsembleHow) -> dict[str, float]:
+    """Per-member and ensemble accuracy (%) and NLL from stacked logits (M, N, C)."""
+    out: dict[str, float] = {}
+    for i, z in enumerate(logits):
+        log_p = F.log_softmax(z, dim=-1)
+        out[f"member_{i}/acc"] = 100.0 * (log_p.argmax(-1) == labels).float().mean().item()
+        out[f"member_{i}/nll"] = F.nll_loss(log_p, labels).item()
+    log_p = ensemble_log_probs(logits, how)
+    out["ensemble/acc"] = 100.0 * (log_p.argmax(-1) == labels).float().mean().item()
+    out["ensemble/nll"] = F.nll_loss(log_p, labels).item()
+    return out
+
+
+def validate(
+    task: Task, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device, how: EnsembleHow
+) -> dict[str, float]:
+    """Validation metrics, prefixed `val/`."""
+    logits, labels = collect_logits(task, loader, device, task.eval_logits)
+    return {f"val/{k}": v for k, v in score(logits, labels, how).items()}
+
+
+def _state_dict(state: TrainState) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "global_step": state.global_step,
+        "best_value": state.best_value,
+        "best_epoch": state.best_epoch,
+        "history": state.history,
+        "extra": state.extra,
+    }
+
+
+def _save_last(path: Path, task: Task, optimizer, scheduler, scaler, state: TrainState) -> None:
+    checkpoint.save_atomic(
+        {
+            "format": "dnc.last/1",
+            "task_state": task.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "state": _state_dict(state),
+        },
+        path,
+    )
+
+
+def _restore(path: Path, task: Task, optimizer, scheduler, scaler, device) -> TrainState:
+    ckpt = checkpoint.load(path, device)
+    task.load_state_dict(ckpt["task_state"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    return TrainState(**ckpt["state"])
+
+
+def fit(
+    task: Task,
+    loaders: Loaders,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    seed: int,
+    weight_decay: float,
+    ensemble: EnsembleHow = "logits",
+    callbacks: Sequence[object] = (),
+    resume: bool = True,
+    best_meta: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train `task` for `cfg.epochs`, selecting the best epoch on validation accuracy.
+
+    Writes `run_dir/last.pt` (resumable) every epoch and `run_dir/best.pt` (inference
+    model + `best_meta`) whenever the validation ensemble accuracy improves; with no
+    validation data the last epoch is the best. Resumes from `last.pt` when present.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(cfg.device)
+    task.to(device)
+    steps = max(1, len(loaders.train_epoch(0)))
+    optimizer = torch.optim.SGD(
+        task.param_groups(weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
+    )
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    last_path, best_path = run_dir / checkpoint.LAST, run_dir / checkpoint.BEST
+    state = TrainState()
+    if resume and last_path.is_file():
+        state = _restore(last_path, task, optimizer, scheduler, scaler, device)
+    resumed_from = state.epoch
+    events = CallbackList(callbacks)
+    events("on_fit_start", state)
+    try:
+        for epoch in range(state.epoch + 1, cfg.epochs):
+            torch.manual_seed(epoch_seed(seed, epoch))
+            metrics = train_one_epoch(
+                task,
+                loaders.train_epoch(epoch),
+                optimizer,
+                scheduler,
+                scaler,
+                epoch,
+                steps,
+                device,
+                cfg,
+            )
+            has_val = _has_data(loaders.val)
+            if has_val:
+                metrics.update(validate(task, loaders.val, device, ensemble))
+            state.epoch, state.global_step = epoch, state.global_step + steps
+            value = metrics.get("val/ensemble/acc", float(epoch))
+            metrics = {"epoch": float(epoch), **metrics}
+            state.history.append(metrics)
+            if value > state.best_value or not has_val:
+                state.best_value, state.best_epoch = value, epoch
+                checkpoint.save_atomic(
+                    {
+                        "format": "dnc.best/1",
+                        "model_state": task.model.state_dict(),
+                        "epoch": epoch,
+                        "val": metrics,
+                        "meta": best_meta or {},
+                    },
+                    best_path,
+                )
+            _save_last(last_path, task, optimizer, scheduler, scaler, state)
+            events("on_epoch_end", state, metrics)
+    except BaseException as error:
+        events("on_fit_error", state, error)
+        raise
+    result = FitResult(state, run_dir, best_path, resumed_from)
+    events("on_fit_end", state, result)
+    return result
+
+
+def _has_data(loader: Iterable) -> bool:
+    try:
+        return len(loader) > 0  # type: ignore[arg-type]
+    except TypeError:
+        return True

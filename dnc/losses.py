@@ -1,0 +1,67 @@
+"""Co-training losses and ensembling (SplitNet, arXiv 2011.14660)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+EnsembleHow = Literal["logits", "softmax", "max"]
+
+
+def entropy(log_probs: Tensor) -> Tensor:
+    """Shannon entropy over the last dim, from log-probabilities; shape drops that dim."""
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def js_divergence(logits: Tensor) -> Tensor:
+    """Generalised Jensen-Shannon divergence among S members' softmax outputs.
+
+    JSD = H(mean_i p_i) - mean_i H(p_i), entropies summed over classes and averaged over
+    the batch; no temperature and no stop-gradient, as in the paper. `logits`: (S, B, C).
+    """
+    log_p = F.log_softmax(logits.float(), dim=-1)  # (S, B, C)
+    log_mean = torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])  # (B, C)
+    return (entropy(log_mean) - entropy(log_p).mean(dim=0)).mean()
+
+
+def cot_weight_at(epoch: float, cot_weight: float, warmup_epochs: float) -> float:
+    """Co-training weight w(epoch): linear warm-up floored at 0.005, then constant."""
+    if warmup_epochs > 0 and epoch < warmup_epochs:
+        return max(cot_weight * epoch / warmup_epochs, 0.005)
+    return cot_weight
+
+
+def ensemble_log_probs(logits: Tensor, how: EnsembleHow = "logits") -> Tensor:
+    """Combine members' logits (S, B, C) into ensemble log-probabilities (B, C).
+
+    logits: softmax of the mean logit (the reference default); softmax: mean of the
+    members' probabilities; max: per-class max probability, renormalised.
+    """
+    logits = logits.float()
+    if how == "logits":
+        return F.log_softmax(logits.mean(dim=0), dim=-1)
+    log_p = F.log_softmax(logits, dim=-1)  # (S, B, C)
+    if how == "softmax":
+        return torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])
+    if how == "max":
+        top = log_p.max(dim=0).values  # (B, C)
+        return top - torch.logsumexp(top, dim=-1, keepdim=True)
+    raise ValueError(f"split.ensemble: unknown ensemble {how!r}")
+
+
+def mixed_cross_entropy(
+    logits: Tensor, targets: Tensor, mix: tuple[Tensor, float] | None, smoothing: float
+) -> Tensor:
+    """Cross-entropy of (..., B, C) logits, mixup-aware: mix = (permuted targets, lam)."""
+    flat = logits.reshape(-1, logits.shape[-1])  # (S*B, C)
+    repeat = flat.shape[0] // targets.shape[0]
+    loss = F.cross_entropy(flat, targets.repeat(repeat), label_smoothing=smoothing)
+    if mix is None:
+        return loss
+    other, lam = mix
+    loss_b = F.cross_entropy(flat, other.repeat(repeat), label_smoothing=smoothing)
+    return lam * loss + (1.0 - lam) * loss_b
