@@ -11,8 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from dnc import stages
 from dnc.config import ConfigError, Params, load_params, parse_set
+from pipelines import runner
 
 
 def _params(args: argparse.Namespace) -> Params:
@@ -20,19 +20,23 @@ def _params(args: argparse.Namespace) -> Params:
 
 
 def run_prepare(args: argparse.Namespace) -> dict:
-    return stages.prepare(_params(args), Path(args.out))
+    return runner.prepare(_params(args), Path(args.out))
 
 
 def run_train(args: argparse.Namespace) -> dict:
     params = _params(args)
-    result = stages.train(params, args.data and Path(args.data), Path(args.out))
+    result = runner.train(params, args.data and Path(args.data), Path(args.out), entry_point="dvc")
     return {"best_epoch": result.state.best_epoch, "best_val_acc": result.state.best_value}
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
     params = _params(args)
-    metrics = stages.evaluate(
-        params, args.data and Path(args.data), Path(args.model_dir), Path(args.out)
+    metrics = runner.evaluate(
+        params,
+        args.data and Path(args.data),
+        Path(args.model_dir),
+        Path(args.out),
+        entry_point="dvc",
     )
     return {"ensemble_acc": metrics["ensemble"]["acc"]}
 
