@@ -31,6 +31,8 @@ class DataConfig(_Section):
     val_size: int = Field(ge=0, description="training images held out to select the best epoch")
     train_size: int | None = Field(ge=1, description="cap on training images (null = all)")
     test_size: int | None = Field(ge=1, description="cap on test images (null = all)")
+    # imagefolder only: images are resized to this side at prepare time (null = 224).
+    image_size: int | None = Field(ge=8)
     augment: Literal["none", "standard"]
     random_erasing: float = Field(ge=0.0, le=1.0)  # cutout-style erasing probability
     num_workers: int = Field(ge=0)

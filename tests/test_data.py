@@ -39,6 +39,7 @@ def data_cfg(**overrides: object) -> DataConfig:
         val_size=100,
         train_size=None,
         test_size=None,
+        image_size=None,
         augment="standard",
         random_erasing=0.0,
         num_workers=0,
@@ -90,6 +91,8 @@ def test_missing_root_says_where_and_how(tmp_path: Path):
     assert "\n" not in message
     with pytest.raises(DatasetNotFoundError, match=r"cifar-10-batches-py.*data\.download"):
         load_raw(data_cfg(dataset="cifar10", root=str(missing)))
+    with pytest.raises(DatasetNotFoundError, match="data.root is not set"):
+        load_raw(data_cfg(dataset="imagefolder"))
 
 
 def test_digits_raw_has_a_fixed_test_split():

@@ -29,6 +29,7 @@ def data_cfg(**overrides: object) -> DataConfig:
         val_size=100,
         train_size=300,
         test_size=150,
+        image_size=None,
         augment="standard",
         random_erasing=0.0,
         num_workers=0,

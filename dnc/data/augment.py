@@ -3,8 +3,9 @@
 The same augmentations as the per-sample torchvision pipeline (`views.build_transform`), drawn
 per sample but computed on the whole batch with tensor ops and an explicit `torch.Generator`,
 so a batch's views are a pure function of its seed and the work runs on any device.
-Measured on 2 CPU cores, 10k Fashion-MNIST images x 4 views: ~85,000 images/s, against
-~2,200 images/s for the per-sample torchvision transforms (0, 1 or 2 workers).
+Measured on 2 CPU cores, one epoch of 10k Fashion-MNIST images x 4 views, batch 128: 0.11 s
+(~89,000 images/s) in-process, against 4.4 s (~2,300 images/s; 2 workers: ~3,900) for the
+per-sample torchvision transforms - augmentation stays a rounding error next to training.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ class BatchViews:
     With `train=False` or `augment: none` every view is the normalised image itself.
     """
 
-    def __init__(self, info: DatasetInfo, cfg: DataConfig, num_views: int, train: bool = True):
+    def __init__(
+        self, info: DatasetInfo, cfg: DataConfig, num_views: int, train: bool = True
+    ) -> None:
         self.info, self.num_views = info, num_views
         self.augment = train and cfg.augment == "standard"
         self.erasing = cfg.random_erasing if self.augment else 0.0

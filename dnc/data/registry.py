@@ -133,7 +133,9 @@ def load_raw(cfg: DataConfig, image_size: int | None = None) -> RawSplits:
     info = get_dataset_info(cfg.dataset)
     root = _root(info, cfg)
     if cfg.dataset == "imagefolder":
-        size = image_size or getattr(cfg, "image_size", None) or info.image_size
+        if cfg.root is None:
+            raise DatasetNotFoundError(f"imagefolder: data.root is not set; {info.how_to_get}")
+        size = image_size or cfg.image_size or info.image_size
         return _load_imagefolder(replace(info, image_size=size), root)
     return _LOADERS[cfg.dataset](info, root, cfg.download)
 

