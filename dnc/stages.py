@@ -7,8 +7,6 @@ these; nothing else trains or evaluates a model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +23,12 @@ from dnc.data import (
     prepare_in_memory,
 )
 from dnc.engine import FitResult, fit, resolve_device
-from dnc.evaluate import evaluate_splitnet
+from dnc.evaluate import curve_rows, evaluate_cooperative, evaluate_splitnet
 from dnc.flops import cost
+from dnc.fused import execution_model
+from dnc.methods import build_cooperative_model, build_method_task, check_method
 from dnc.models import divide_weight_decay, get_spec, member_config
+from dnc.parallel import inference_model
 from dnc.splitnet import SplitNet, build_splitnet
 from dnc.tasks import CoTrainingTask, Task
 
@@ -40,16 +41,13 @@ def check_params(params: Params) -> None:
             lookup(value)
         except ValueError as err:
             raise ConfigError(f"{key}: {err}") from None
+    check_method(params, get_dataset_info(params.data.dataset))
 
 
 def write_json(obj: Any, path: Path) -> None:
     """Write JSON atomically (temp file + rename) so no stage leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    with checkpoint.atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def prepare(params: Params, out_dir: Path) -> dict:
@@ -74,8 +72,20 @@ def build_model(params: Params, num_classes: int, in_chans: int, image_size: int
     )
 
 
-def build_task(params: Params, model: SplitNet) -> Task:
+def build_inference_model(
+    params: Params, num_classes: int, in_chans: int, image_size: int
+) -> torch.nn.Module:
+    """The model `params.method` deploys (and best.pt holds): the SplitNet of `build_model`,
+    or for cooperative the Teammates and Leader with their depth sub-networks."""
+    if params.method == "cooperative":
+        return build_cooperative_model(params, num_classes, in_chans, image_size)
+    return build_model(params, num_classes, in_chans, image_size)
+
+
+def build_task(params: Params, model: torch.nn.Module) -> Task:
     """The method's task module around `model`."""
+    if params.method != "splitnet":
+        return build_method_task(params, model)
     t = params.train
     return CoTrainingTask(
         model, t.cot_weight, t.cot_warmup_epochs, t.mixup_alpha, t.label_smoothing
@@ -95,7 +105,9 @@ def train(
         load_prepared(Path(data_dir)) if data_dir else prepare_in_memory(params.data, params.seed)
     )
     info = data.info
-    model = build_model(params, info.num_classes, info.in_chans, info.image_size)
+    model = build_inference_model(params, info.num_classes, info.in_chans, info.image_size)
+    if params.method == "splitnet":  # fused: one packed net; checkpoints keep the loop layout
+        model = execution_model(model, params.split.execution)
     task = build_task(params, model)
     loaders = make_loaders(
         data,
@@ -105,9 +117,9 @@ def train(
         task.num_views,
         params.seed,
     )
-    wd = divide_weight_decay(
-        params.train.weight_decay, params.split.factor, params.split.divide_weight_decay
-    )
+    # Cooperative nets are not divided, so their weight decay is not either.
+    members = 1 if params.method == "cooperative" else params.split.factor
+    wd = divide_weight_decay(params.train.weight_decay, members, params.split.divide_weight_decay)
     out_dir = Path(out_dir)
     write_json(params.model_dump(mode="json"), out_dir / "params.json")
     result = fit(
@@ -128,16 +140,26 @@ def train(
 
 def load_model(
     params: Params, model_dir: Path, num_classes: int, in_chans: int, image_size: int
-) -> tuple[SplitNet, dict]:
-    """Rebuild the SplitNet of `params` and load `model_dir/best.pt` into it."""
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the inference model of `params` and load `model_dir/best.pt` into it."""
     ckpt = checkpoint.load(Path(model_dir) / checkpoint.BEST)
-    model = build_model(params, num_classes, in_chans, image_size)
+    model = build_inference_model(params, num_classes, in_chans, image_size)
     model.load_state_dict(ckpt["model_state"])
     return model, ckpt
 
 
-def evaluate(params: Params, data_dir: Path | None, model_dir: Path, out_path: Path) -> dict:
-    """Test-set metrics of the selected checkpoint; written to `out_path` as JSON."""
+def evaluate(
+    params: Params,
+    data_dir: Path | None,
+    model_dir: Path,
+    out_path: Path,
+    devices: Sequence[str] | None = None,
+) -> dict:
+    """Test-set metrics of the selected checkpoint; written to `out_path` as JSON.
+
+    `devices` (e.g. ["cuda:0", "cuda:1"]) spreads a SplitNet's members over devices that
+    run them concurrently; the first one gathers the outputs.
+    """
     check_params(params)
     data = (
         load_prepared(Path(data_dir)) if data_dir else prepare_in_memory(params.data, params.seed)
@@ -147,32 +169,17 @@ def evaluate(params: Params, data_dir: Path | None, model_dir: Path, out_path: P
     loaders = make_loaders(
         data, params.data, params.train.batch_size, params.eval.batch_size, 1, params.seed
     )
-    device = resolve_device(params.train.device)
+    device = resolve_device(devices[0] if devices else params.train.device)
     shape = (info.in_chans, info.image_size, info.image_size)
-    metrics = evaluate_splitnet(
-        model,
-        loaders.test,
-        shape,
-        device,
-        params.eval.latency_batch_sizes,
-        params.eval.latency_repeats,
-    )
-    metrics["config"] = {
-        "method": params.method,
-        "dataset": params.data.dataset,
-        "model": params.model.name,
-        "split_factor": params.split.factor,
-        **member_config(
-            params.model.name,
-            params.model.width,
-            params.model.dropout,
-            params.split.factor,
-            params.split.divide_dropout,
-        ),
-        "seed": params.seed,
-        "device": str(device),
-        "flops_unit": "macs (multiply-adds)",
-    }
+    batches, repeats = params.eval.latency_batch_sizes, params.eval.latency_repeats
+    if params.method == "cooperative":
+        metrics = evaluate_cooperative(model, loaders.test, device, batches, repeats)
+    else:
+        model = inference_model(model, devices, params.split.execution, device)
+        metrics = evaluate_splitnet(model, loaders.test, shape, device, batches, repeats)
+        metrics["curve"] = curve_rows(metrics["prefixes"], params.method)
+    metrics["config"] = _eval_config(params, device)
+    metrics["config"]["devices"] = list(devices or [str(device)])
     metrics["selection"] = {
         "best_epoch": ckpt["epoch"],
         "selected_on": "val/ensemble/acc",
@@ -180,6 +187,29 @@ def evaluate(params: Params, data_dir: Path | None, model_dir: Path, out_path: P
     }
     write_json(metrics, Path(out_path))
     return metrics
+
+
+def _eval_config(params: Params, device: torch.device) -> dict:
+    cooperative = params.method == "cooperative"  # undivided Teammates and a wider Leader
+    split = 1 if cooperative else params.split.factor
+    widths = member_config(
+        params.model.name,
+        params.model.width,
+        params.model.dropout,
+        split,
+        params.split.divide_dropout,
+    )
+    return {
+        "method": params.method,
+        "dataset": params.data.dataset,
+        "model": params.model.name,
+        "split_factor": None if cooperative else split,
+        **widths,
+        **({"leader_width": params.cooperative.leader_width} if cooperative else {}),
+        "seed": params.seed,
+        "device": str(device),
+        "flops_unit": "macs (multiply-adds)",
+    }
 
 
 def info(

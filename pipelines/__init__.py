@@ -3,3 +3,15 @@ deployments, MLflow tracking, Optuna search, reports and plots.
 
 Imports `dnc`; `dnc` never imports this package.
 """
+
+import os
+
+# Telemetry off for every orchestration tool, before any of them is imported (MLflow and
+# Prefect read these at import time); an explicit setting in the environment wins.
+for _key, _value in {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+}.items():
+    os.environ.setdefault(_key, _value)

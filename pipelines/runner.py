@@ -1,18 +1,28 @@
 """Tracked stage runs: what every entry point (DVC stage, Prefect task, Optuna trial) calls.
 
 Each function calls the one implementation in `dnc.stages` and adds the orchestration-side
-concerns (experiment tracking callbacks), so DVC, Prefect and Optuna runs are identical
-apart from the `entry_point` tag they record.
+concerns (MLflow tracking, `pipelines.tracking`), so DVC, Prefect and Optuna runs are
+identical apart from the `entry_point` tag they record. Tracking is on unless the
+environment says `DNC_TRACKING=off`; MLflow is imported only when it is on.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from dnc import stages
-from dnc.config import Params
+from dnc.config import ConfigError, Params
 from dnc.engine import FitResult
+
+
+def tracking_enabled() -> bool:
+    """`DNC_TRACKING` is `on` (default) or `off`; anything else is a setting error."""
+    value = os.environ.get("DNC_TRACKING", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ConfigError(f"DNC_TRACKING={value!r}: expected on or off")
+    return value == "on"
 
 
 def prepare(params: Params, out_dir: Path) -> dict:
@@ -28,13 +38,65 @@ def train(
     entry_point: str,
     callbacks: Sequence[object] = (),
     resume: bool = True,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
 ) -> FitResult:
-    """Co-train with the given extra engine callbacks (e.g. Optuna pruning)."""
-    return stages.train(params, data_dir, Path(out_dir), callbacks=list(callbacks), resume=resume)
+    """Co-train with the given extra engine callbacks (e.g. Optuna pruning), tracked as one
+    MLflow run (nested under `parent_run_id` if given; continued on resume)."""
+    out_dir = Path(out_dir)
+    if not tracking_enabled():
+        return stages.train(params, data_dir, out_dir, callbacks=list(callbacks), resume=resume)
+    from pipelines import tracking  # imports MLflow (~2 s): only when tracking is on
+
+    run = tracking.TrainingRun(
+        tracking.Store.connect(),  # a bad store URI fails here, before any compute
+        params,
+        out_dir,
+        data_dir,
+        entry_point=entry_point,
+        parent_run_id=parent_run_id,
+        run_name=run_name,
+    )
+    with run.guard():
+        # Tracking first: an epoch is logged before a pruning callback may stop the run.
+        result = stages.train(
+            params, data_dir, out_dir, callbacks=[run, *callbacks], resume=resume
+        )
+        run.finish(result)
+    return result
 
 
 def evaluate(
-    params: Params, data_dir: Path | None, model_dir: Path, out_path: Path, *, entry_point: str
+    params: Params,
+    data_dir: Path | None,
+    model_dir: Path,
+    out_path: Path,
+    *,
+    entry_point: str,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    log_model: bool = True,
+    devices: Sequence[str] | None = None,
 ) -> dict:
-    """Test metrics of the selected checkpoint, written to `out_path`."""
-    return stages.evaluate(params, data_dir, Path(model_dir), Path(out_path))
+    """Test metrics of the selected checkpoint, written to `out_path` and logged (with the
+    model unless `log_model=False`) to the training's MLflow run. `devices`: see
+    `dnc.stages.evaluate` (members spread over several GPUs)."""
+    if not tracking_enabled():
+        return stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
+    from pipelines import tracking
+
+    store = tracking.Store.connect()
+    metrics = stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
+    tracking.log_evaluation(
+        store,
+        params,
+        data_dir,
+        model_dir,
+        out_path,
+        metrics,
+        entry_point=entry_point,
+        parent_run_id=parent_run_id,
+        run_name=run_name,
+        log_model=log_model,
+    )
+    return metrics

@@ -1,0 +1,93 @@
+"""The served model as an MLflow model: pixels in, log-probabilities out.
+
+What is served is the method's `predict`: the SplitNet ensemble of all S members
+(splitnet, auxiliary) or Teammate A at the deployed depth (cooperative).
+
+Logged with `torch.export` ("pt2", MLflow 3's default): the artifact is a graph plus weights,
+so `mlflow.pytorch.load_model` needs neither dnc's code nor pickle to run it, and the batch
+dimension stays dynamic. Normalisation is inside the graph, so a served model takes plain
+pixels and needs no dataset statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import Schema, TensorSpec
+from torch import Tensor, nn
+
+from dnc import stages
+from dnc.config import Params
+from dnc.data import DatasetInfo, get_dataset_info
+
+
+class EnsembleClassifier(nn.Module):
+    """Pixels in [0, 1] (B, C, H, W) -> `model.predict` log-probabilities (B, num_classes)."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.model.predict((pixels - self.mean) / self.std)
+
+
+def dataset_info(params: Params, data_dir: Path | None) -> DatasetInfo:
+    """Shape, classes and normalisation of the data the model was trained on."""
+    meta = Path(data_dir) / "meta.json" if data_dir else None
+    if meta is not None and meta.is_file():
+        fields = json.loads(meta.read_text())["info"]
+        known = set(DatasetInfo.__dataclass_fields__)
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        return DatasetInfo(**{k: v for k, v in values.items() if k in known})
+    info = get_dataset_info(params.data.dataset)
+    if params.data.image_size and params.data.dataset == "imagefolder":
+        info = replace(info, image_size=params.data.image_size)
+    return info
+
+
+def load_classifier(
+    params: Params, model_dir: Path, data_dir: Path | None
+) -> tuple[EnsembleClassifier, DatasetInfo]:
+    """The selected checkpoint of `model_dir` wrapped for serving, in eval mode on CPU."""
+    info = dataset_info(params, data_dir)
+    model, _ = stages.load_model(
+        params, model_dir, info.num_classes, info.in_chans, info.image_size
+    )
+    return EnsembleClassifier(model, info.mean, info.std).eval(), info
+
+
+def input_example(info: DatasetInfo, batch: int = 2) -> np.ndarray:
+    """Seeded uniform pixels (batch, C, H, W); batch > 1 keeps the exported batch dynamic."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (batch, info.in_chans, info.image_size, info.image_size)
+    return torch.rand(shape, generator=gen).numpy()
+
+
+def log_classifier(classifier: EnsembleClassifier, example: np.ndarray) -> ModelInfo:
+    """Log `classifier` to the active run as model `model` (signature + input example)."""
+    with torch.no_grad():
+        out = classifier(torch.from_numpy(example))
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, out.shape[1]))]),
+    )
+    return mlflow.pytorch.log_model(
+        classifier,
+        name="model",
+        signature=signature,
+        input_example=example,
+        serialization_format="pt2",
+        # Explicit requirements skip MLflow's ~6 s inference of them.
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )

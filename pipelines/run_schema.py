@@ -1,0 +1,174 @@
+"""The MLflow run schema of a dnc run, as plain data (no MLflow import).
+
+One run = one trained model: params are the dotted keys of `params.yaml`; per-epoch metrics
+keep the engine's names (`train/loss`, `val/member_0/acc`, MLflow allows `/`); final test
+metrics are `test/...`; tags say what was run, from which code and data, and by whom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dnc.config import Params
+from dnc.splitnet import member_summary
+
+RUN_ID_KEY = "mlflow_run_id"  # TrainState.extra key: the run a resumed training continues
+RUN_REF = "mlflow_run.json"  # in the run dir: the run evaluate continues (other process)
+TAG = "dnc."  # prefix of dnc's own tags
+
+
+def param_strings(params: Params) -> dict[str, str]:
+    """Dotted key -> value as YAML (`null`, `true`, `[1, 8]`), so `--set k=v` reproduces it."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in params.flat().items()
+    }
+
+
+def epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The engine's epoch metrics under their own names (finite or not, floats only)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Flatten an evaluation JSON (`dnc.evaluate`, any method) into `test/...` names."""
+    out: dict[str, float] = {}
+
+    def put(prefix: str, entry: dict[str, Any]) -> None:
+        for key, value in entry.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"{prefix}/{key}"] = float(value)
+        for batch, ms in entry.get("latency_ms", {}).items():
+            out[f"{prefix}/latency_ms/b{batch}"] = float(ms)
+
+    put("test/ensemble", result["ensemble"])
+    for how, acc in result["ensemble"].get("acc_by_method", {}).items():
+        out[f"test/ensemble/acc_by/{how}"] = float(acc)
+    for member in result.get("members", []):
+        put(f"test/member_{member['index']}", {**member, "index": None})
+    for prefix in result.get("prefixes", []):
+        put(f"test/k_{prefix['k']}", {**prefix, "k": None})
+    for depth in result.get("depths", []):  # cooperative: Teammate depths
+        put(f"test/depth_{depth['name']}", depth)
+    if "leader" in result:
+        put("test/leader", result["leader"])
+    # The method-independent accuracy-vs-cost curve (what `compare` plots).
+    for i, point in enumerate(result.get("curve", [])):
+        put(f"test/curve_{i}", point)
+    out["test/num_images"] = float(result["num_test"])
+    return out
+
+
+def curve_labels(result: dict[str, Any]) -> str:
+    """Labels of the `test/curve_<i>` points, as a JSON list (a tag)."""
+    return json.dumps([point.get("label", str(i)) for i, point in enumerate(result["curve"])])
+
+
+def run_name(params: Params) -> str:
+    """Default run name: `small_cnn-S2-digits`; other methods prefix themselves
+    (`auxiliary-small_cnn-S1-digits`, `cooperative-small_cnn-digits`: not divided)."""
+    model, data = params.model.name, params.data.dataset
+    if params.method == "cooperative":
+        return f"cooperative-{model}-{data}"
+    name = f"{model}-S{params.split.factor}-{data}"
+    return name if params.method == "splitnet" else f"{params.method}-{name}"
+
+
+def config_tags(params: Params, entry_point: str) -> dict[str, str]:
+    """What was trained: dataset, model, split factor, widths, and which entry point ran it."""
+    summary = member_summary(
+        params.model.name, params.model.width, params.model.dropout, params.split.factor
+    )
+    return {
+        f"{TAG}entry_point": entry_point,
+        f"{TAG}method": params.method,
+        f"{TAG}dataset": params.data.dataset,
+        f"{TAG}model": params.model.name,
+        f"{TAG}family": str(summary["family"]),
+        f"{TAG}split_factor": str(params.split.factor),
+        f"{TAG}width": str(summary["width"]),
+        f"{TAG}member_width": str(summary["member_width"]),
+    }
+
+
+def git_tags(cwd: Path = Path(__file__).parent) -> dict[str, str]:
+    """Commit of the code that runs (MLflow's own source tag, shown in the UI) and whether
+    the work tree differs from it; {} outside git."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
+        )
+        return proc.stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain").strip())
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, f"{TAG}git_dirty": str(dirty).lower()}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def dvc_lock_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The md5 that `dvc.lock` records for output `path` (relative to cwd), if any."""
+    if not lock.is_file():
+        return None
+    try:
+        rel = Path(path).resolve().relative_to(lock.resolve().parent).as_posix()
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (ValueError, yaml.YAMLError):
+        return None
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if Path(out.get("path", "")).as_posix() == rel and "md5" in out:
+                return str(out["md5"])
+    return None
+
+
+def data_tags(data_dir: Path | None) -> dict[str, str]:
+    """Identity of the prepared data: sha256 of its meta.json (which lists every file's
+    sha256) and DVC's md5 where dvc.lock has one; in-memory data has only the dataset tag."""
+    if data_dir is None or not (Path(data_dir) / "meta.json").is_file():
+        return {f"{TAG}data_source": "in-memory"}
+    tags = {
+        f"{TAG}data_source": str(data_dir),
+        f"{TAG}data_sha256": sha256_file(Path(data_dir) / "meta.json"),
+    }
+    if md5 := dvc_lock_md5(Path(data_dir)):
+        tags[f"{TAG}dvc.data_md5"] = md5
+    return tags
+
+
+def checkpoint_tags(model_dir: Path, best_name: str) -> dict[str, str]:
+    """sha256 of the selected checkpoint and DVC's md5 of the model folder where recorded."""
+    tags = {f"{TAG}run_dir": str(model_dir)}
+    if (Path(model_dir) / best_name).is_file():
+        tags[f"{TAG}checkpoint_sha256"] = sha256_file(Path(model_dir) / best_name)
+    if md5 := dvc_lock_md5(Path(model_dir)):
+        tags[f"{TAG}dvc.model_md5"] = md5
+    return tags
+
+
+def read_run_ref(run_dir: Path) -> dict[str, str]:
+    """The `mlflow_run.json` of a run dir ({} when absent or unreadable)."""
+    path = Path(run_dir) / RUN_REF
+    try:
+        ref = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return ref if isinstance(ref, dict) else {}

@@ -1,0 +1,184 @@
+"""The MLflow tracking store: where runs live, and batched, fail-fast access to it.
+
+`MLFLOW_TRACKING_URI`, default `sqlite:///mlflow.db` in the working directory; experiments
+that dnc creates in a database store keep their artifacts under `mlartifacts/<experiment>`
+(`DNC_ARTIFACT_ROOT`); a tracking server decides that itself. The experiment is
+`MLFLOW_EXPERIMENT_NAME`, default `dnc`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from dnc.config import ConfigError, Params
+from pipelines import run_schema as schema
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "dnc"
+# Interruptions, not failures. TrialPruned is matched by name: pipelines must not need Optuna.
+KILLED_BY = (KeyboardInterrupt, SystemExit)
+KILLED_NAMES = frozenset({"TrialPruned"})
+STOP_REASON = f"{schema.TAG}stop_reason"
+_BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits
+
+
+class TrackingError(ConfigError):
+    """The tracking store is unreachable or misconfigured (names the URI)."""
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else the SQLite file `mlflow.db` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _artifact_root(uri: str, experiment: str) -> str | None:
+    """Local artifact folder for experiments created in a database store; a server decides
+    itself (`--artifacts-destination`)."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    root = Path(os.environ.get("DNC_ARTIFACT_ROOT", "mlartifacts")).resolve()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+    return (root / safe).as_uri()
+
+
+def _probe(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on an unreachable server or database: MLflow itself retries for
+    ~100 s (database) or minutes (HTTP) before giving up."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+        except urllib.error.HTTPError:
+            pass  # it answered: MLflow will say what is wrong
+        except OSError as err:
+            reason = getattr(err, "reason", err)
+            raise ConnectionError(f"no answer from {uri} ({reason})") from None
+    elif scheme in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        args = {"connect_timeout": int(timeout)} if scheme != "mssql" else {}
+        engine = sqlalchemy.create_engine(uri, connect_args=args)
+        try:
+            engine.connect().close()
+        finally:
+            engine.dispose()
+
+
+class Store:
+    """A connected tracking store: experiments, runs and batched logging."""
+
+    def __init__(self, uri: str | None = None) -> None:
+        self.uri = uri or tracking_uri()
+        self.client = MlflowClient(self.uri)
+
+    @classmethod
+    def connect(cls, uri: str | None = None) -> Store:
+        """Open the store and check it answers (creates/migrates a SQLite file)."""
+        uri = uri or tracking_uri()
+        try:
+            _probe(uri)
+            store = cls(uri)
+            store.client.search_experiments(max_results=1)
+        except Exception as err:  # any driver/HTTP error: report it as a bad setting
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {reason}") from None
+        return store
+
+    def experiment_id(self, name: str | None = None, parent_run_id: str | None = None) -> str:
+        """The parent's experiment, else `name` (`MLFLOW_EXPERIMENT_NAME`, `dnc`), created
+        on first use."""
+        if parent_run_id:
+            return self.client.get_run(parent_run_id).info.experiment_id
+        name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name, _artifact_root(self.uri, name))
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel run
+            return self.client.get_experiment_by_name(name).experiment_id
+
+    def log(
+        self,
+        run_id: str,
+        epochs: dict[int, dict[str, float]] | None = None,
+        params: dict[str, str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        """Metrics ({step: {name: value}}), params and tags in as few `log_batch` calls as
+        MLflow's per-call limits allow."""
+        now = int(time.time() * 1000)
+        items = {
+            "metrics": [
+                Metric(k, v, now, step) for step, m in (epochs or {}).items() for k, v in m.items()
+            ],
+            "params": [Param(k, v) for k, v in (params or {}).items()],
+            "tags": [RunTag(k, v) for k, v in (tags or {}).items()],
+        }
+        while any(items.values()):
+            chunk = {kind: items[kind][: _BATCH[kind]] for kind in items}
+            items = {kind: items[kind][_BATCH[kind] :] for kind in items}
+            self.client.log_batch(run_id, **chunk)
+
+    def start_run(
+        self,
+        params: Params,
+        tags: dict[str, str],
+        run_name: str | None,
+        parent_run_id: str | None,
+    ) -> str:
+        """A new RUNNING run with params and tags."""
+        tags = dict(tags)
+        if parent_run_id:
+            tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(
+            self.experiment_id(parent_run_id=parent_run_id),
+            run_name=run_name or schema.run_name(params),
+            tags=tags,
+        )
+        self.log(run.info.run_id, params=schema.param_strings(params))
+        return run.info.run_id
+
+    def can_continue(self, run_id: str | None, params: Params) -> bool:
+        """`run_id` exists in this store, is not deleted and was logged with these params."""
+        if not run_id:
+            return False
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            return False
+        return run.info.lifecycle_stage == "active" and run.data.params == schema.param_strings(
+            params
+        )
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a continued run RUNNING again, dropping the reason it stopped last time."""
+        run = self.client.get_run(run_id)
+        if STOP_REASON in run.data.tags:
+            self.client.delete_tag(run_id, STOP_REASON)
+        self.client.update_run(run_id, status="RUNNING")
+
+    def logged_epochs(self, run_id: str) -> set[int]:
+        """Steps of the `epoch` metric already in the run."""
+        return {m.step for m in self.client.get_metric_history(run_id, "epoch")}
+
+    def end(self, run_id: str, error: BaseException | None = None) -> None:
+        """FINISHED, KILLED (interrupted/pruned) or FAILED, with the error as a tag."""
+        if error is None:
+            self.client.set_terminated(run_id, "FINISHED")
+            return
+        killed = isinstance(error, KILLED_BY) or type(error).__name__ in KILLED_NAMES
+        reason = f"{type(error).__name__}: {error}"[:4000]
+        with contextlib.suppress(Exception):  # the status below matters more than the tag
+            self.log(run_id, tags={STOP_REASON: reason})
+        self.client.set_terminated(run_id, "KILLED" if killed else "FAILED")
