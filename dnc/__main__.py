@@ -33,15 +33,22 @@ def _cmd_info(args: argparse.Namespace) -> dict:
     from dnc import stages
 
     if args.model is None:  # take model and dataset from params
+        from dnc.data import get_dataset_info
+        from dnc.methods import method_info
+
         p = _params(args)
-        return stages.info(
-            p.model.name,
-            args.split or p.split.factor,
-            p.data.dataset,
-            p.model.width,
-            p.model.dropout,
-            p.split.divide_weight_decay,
-        )
+        return {
+            "method": p.method,
+            **stages.info(
+                p.model.name,
+                args.split or p.split.factor,
+                p.data.dataset,
+                p.model.width,
+                p.model.dropout,
+                p.split.divide_weight_decay,
+            ),
+            **method_info(p, get_dataset_info(p.data.dataset)),
+        }
     return stages.info(
         args.model, args.split or 1, args.dataset, args.width, args.dropout, args.wd_rule
     )
@@ -73,9 +80,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
     from dnc import stages
 
     metrics = stages.evaluate(
-        _params(args), args.data and Path(args.data), Path(args.model_dir), Path(args.out)
+        _params(args),
+        args.data and Path(args.data),
+        Path(args.model_dir),
+        Path(args.out),
+        devices=args.devices and args.devices.split(","),
     )
-    return {"ensemble": metrics["ensemble"], "prefixes": metrics["prefixes"]}
+    return {k: metrics[k] for k in ("ensemble", "prefixes", "curve", "deploy") if k in metrics}
 
 
 def _cmd_models(args: argparse.Namespace) -> list:
@@ -132,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="prepared data dir (default: prepare in memory)")
     p.add_argument("--model-dir", required=True, help="run dir holding best.pt")
     p.add_argument("--out", required=True, help="metrics JSON path")
+    p.add_argument(
+        "--devices",
+        help="members spread over these devices, run concurrently: cuda:0,cuda:1 (or cpu,cpu)",
+    )
     p.set_defaults(func=_cmd_evaluate)
     sub.add_parser("models", help="list registered models").set_defaults(func=_cmd_models)
     sub.add_parser("datasets", help="list datasets").set_defaults(func=_cmd_datasets)

@@ -8,11 +8,20 @@ The dotted names (`split.factor`, `train.lr`) are the one key namespace shared b
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -89,14 +98,102 @@ class EvalConfig(_Section):
     latency_repeats: int = Field(ge=1)
 
 
+DEPTH_RULE = re.compile(r"^first:(\d+)$")
+
+
+def _block_indices(value: Any, what: str) -> list[int]:
+    """Non-negative, distinct block indices, sorted (blocks run in network order anyway)."""
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value
+    ):
+        raise ValueError(f"expected {what}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"block indices repeat: {value}")
+    return sorted(value)
+
+
+def _depth_spec(value: Any) -> list[int] | str:
+    # Validated per dict value, so an error names `cooperative.depths.<name>`.
+    if isinstance(value, str):
+        if not DEPTH_RULE.match(value):
+            raise ValueError(f"expected kept block indices or 'first:K', got {value!r}")
+        return value
+    return _block_indices(value, "kept block indices (a list) or 'first:K'")
+
+
+def _attach_spec(value: Any) -> list[int] | str:
+    if isinstance(value, str):
+        if value not in ("all", "auto"):
+            raise ValueError(f"expected 'all', 'auto' or block indices, got {value!r}")
+        return value
+    return _block_indices(value, "'all', 'auto' or a list of block indices")
+
+
+DepthSpec = Annotated[list[int] | str, BeforeValidator(_depth_spec)]
+AttachSpec = Annotated[list[int] | str, BeforeValidator(_attach_spec)]
+
+
+class CooperativeConfig(_Section):
+    """Cooperative learning for cost-adaptive inference (arXiv 2312.08532)."""
+
+    # Depth name -> the Teammate blocks it keeps (indices into `model.blocks`), or
+    # "first:K" = every shape-changing block plus the first K skippable blocks of each stage.
+    # The full Teammate is always there too, as depth "full".
+    depths: dict[str, DepthSpec] = Field(min_length=1)
+    leader_width: float = Field(gt=0)  # Leader = model.width x this, trained beside the team
+    temperature: float = Field(gt=0)  # of every distillation term
+    sub_ce_weight: float = Field(ge=0)  # label CE on each sub-network (0: KD only)
+    sub_weight: float = Field(ge=0)  # KD Teammate -> its own sub-networks
+    peer_weight: float = Field(ge=0)  # KD sub-networks <-> each other, across the two Teammates
+    leader_weight: float = Field(ge=0)  # KD Leader -> the two full Teammates
+    # Every KD weight ramps up linearly over this many epochs: untrained peers distilling
+    # into each other from step 0 collapsed the Teammates to constant outputs.
+    kd_warmup_epochs: float = Field(ge=0)
+    # same_depth: A's depth d <-> B's depth d (full <-> full included); all: every A network
+    # <-> every B network (each network's peer pulls are averaged).
+    peers: Literal["same_depth", "all"]
+    # shared: one augmented view for all three nets; per_net: Teammate A, B and the Leader
+    # each get their own view (a Teammate's sub-networks always see their Teammate's view).
+    views: Literal["shared", "per_net"]
+    # per_depth: each sub-network keeps its own BatchNorm running statistics (weights stay
+    # shared); shared: one set of statistics averaged over all depths.
+    bn_stats: Literal["per_depth", "shared"]
+    # Deploy the deepest sub-network whose MACs fit; null = no budget. Checked at stage start.
+    budget_macs: int | None = Field(ge=1)
+
+    @field_validator("depths")
+    @classmethod
+    def _check_names(cls, depths: dict[str, Any]) -> dict[str, Any]:
+        for name in depths:
+            if name == "full" or not name.isidentifier():
+                raise ValueError(f"depth name {name!r}: use an identifier other than 'full'")
+        return depths
+
+
+class AuxiliaryConfig(_Section):
+    """Auxiliary over-parameterisation of a compact net (arXiv 1909.02214)."""
+
+    width_factor: float = Field(ge=1)  # auxiliary path width = member width x this
+    # Compact blocks whose outputs feed the auxiliary path: all, a list of block indices, or
+    # auto = every block behind learned hierarchical (stage x block) gates.
+    attach: AttachSpec
+    aux_weight: float = Field(ge=0)  # label CE on the auxiliary head
+    kd_weight: float = Field(ge=0)  # KD auxiliary -> compact
+    kd_warmup_epochs: float = Field(ge=0)  # kd_weight ramps up linearly over these epochs
+    temperature: float = Field(gt=0)
+    gate_penalty: float = Field(ge=0)  # auto only: cost on the mean gate (sparser structure)
+
+
 class Params(_Section):
-    method: Literal["splitnet"]
+    method: Literal["splitnet", "cooperative", "auxiliary"]
     seed: int = Field(ge=0)
     data: DataConfig
     model: ModelConfig
     split: SplitConfig
     train: TrainConfig
     eval: EvalConfig
+    cooperative: CooperativeConfig
+    auxiliary: AuxiliaryConfig
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view (`split.factor` -> 4), the namespace MLflow and Optuna use."""

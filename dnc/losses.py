@@ -65,3 +65,17 @@ def mixed_cross_entropy(
     other, lam = mix
     loss_b = F.cross_entropy(flat, other.repeat(repeat), label_smoothing=smoothing)
     return lam * loss + (1.0 - lam) * loss_b
+
+
+def distillation_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Knowledge distillation T^2 * KL(softmax(teacher/T) || softmax(student/T)).
+
+    Batch mean of (B, C) logits; the teacher is detached (it teaches, it does not learn
+    from this term). T^2 keeps the gradient scale independent of T (Hinton et al., 2015).
+    Exactly 0 when the student's logits equal the teacher's.
+    """
+    t = temperature
+    log_student = F.log_softmax(student.float() / t, dim=-1)
+    log_teacher = F.log_softmax(teacher.detach().float() / t, dim=-1)
+    kl = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
+    return kl * (t * t)

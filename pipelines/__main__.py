@@ -13,6 +13,13 @@ import sys
 # command -> module that registers it (several commands may share a module)
 COMMANDS: dict[str, str] = {
     "stage": "pipelines.stage_cli",
+    "report": "pipelines.report",
+    "preset": "pipelines.preset",
+    "experiment": "pipelines.flow_cli",
+    "sweep": "pipelines.flow_cli",
+    "serve": "pipelines.flow_cli",
+    "compare": "pipelines.compare",
+    "search": "pipelines.search_cli",  # not pipelines.search: that module imports Prefect
 }
 
 

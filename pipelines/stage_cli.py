@@ -13,10 +13,14 @@ from pathlib import Path
 
 from dnc.config import ConfigError, Params, load_params, parse_set
 from pipelines import runner
+from pipelines.matrix import config_overrides
 
 
 def _params(args: argparse.Namespace) -> Params:
-    return load_params(args.params, parse_set(args.set))
+    # A `compare` configuration's keys first (the DVC matrix), then --set on top; the whole
+    # compare section is checked here, so a broken one fails the first stage.
+    overrides = config_overrides(args.params, getattr(args, "config", None))
+    return load_params(args.params, {**overrides, **parse_set(args.set)})
 
 
 def run_prepare(args: argparse.Namespace) -> dict:
@@ -57,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     inner = stage.add_subparsers(dest="stage", required=True)
     for name, func, extra in (
         ("prepare", run_prepare, ()),
-        ("train", run_train, ("--data",)),
-        ("evaluate", run_evaluate, ("--data", "--model-dir")),
+        ("train", run_train, ("--data", "--config")),
+        ("evaluate", run_evaluate, ("--data", "--model-dir", "--config")),
     ):
         p = inner.add_parser(name)
         p.add_argument("--params", default="params.yaml")

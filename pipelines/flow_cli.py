@@ -1,0 +1,115 @@
+"""`python -m pipelines {experiment,sweep,serve}`: the Prefect flows from the command line.
+
+`experiment` and `sweep` run a flow in this process (an ephemeral Prefect server, no setup);
+`serve` serves the deployments of prefect.yaml against a running `prefect server`.
+Bad params exit 2 with one line naming the key, before Prefect starts or any data is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from dnc.config import ConfigError, load_params, parse_set
+
+# Before Prefect is imported: no telemetry, and a startup timeout that survives a busy machine
+# (the ephemeral server's 20 s default timed out under load).
+for _key, _value in {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+def _grid(items: list[str]) -> dict[str, list[Any]]:
+    grid = parse_set(items)  # `split.factor=[1, 2, 4]`: values are YAML
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"--grid {key}: expected a list, e.g. {key}=[1, 2]")
+    return grid
+
+
+def run_experiment(args: argparse.Namespace) -> Any:
+    from dnc import stages
+
+    overrides = parse_set(args.set)
+    stages.check_params(load_params(args.params, overrides))  # fail before Prefect starts
+    from pipelines.flows import experiment_flow
+
+    return experiment_flow(
+        params_path=args.params,
+        overrides=overrides,
+        out_dir=args.out_dir,
+        data_store=args.data_store,
+    )
+
+
+def run_sweep(args: argparse.Namespace) -> Any:
+    overrides, grid = parse_set(args.set), _grid(args.grid) or None
+    from pipelines.flows import DEFAULT_GRID, expand_grid, sweep_flow
+
+    expand_grid(args.params, overrides, grid or DEFAULT_GRID)  # every point, before Prefect
+    return sweep_flow(
+        params_path=args.params,
+        grid=grid,
+        overrides=overrides,
+        max_concurrent=args.max_concurrent,
+        out_dir=args.out_dir,
+        data_store=args.data_store,
+    )
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from pipelines import deploy
+
+    path = Path(args.prefect_yaml) if args.prefect_yaml else deploy.PREFECT_YAML
+    deploy.serve(path, args.only or None, args.limit, args.poll_seconds)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    try:
+        out = args.flow_func(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a failed flow run: its cause, in one line
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    if out is not None:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, out_dir: str) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out-dir", help=f"output folder (default {out_dir})")
+    p.add_argument("--data-store", default="data/prefect", help="prepared-data store")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="flow dnc-experiment: prepare, train, evaluate, report")
+    _common(p, "runs/<label>/<flow run name>")
+    p.set_defaults(func=_dispatch, flow_func=run_experiment)
+    p = sub.add_parser("sweep", help="flow dnc-sweep: a grid of configurations, compared")
+    _common(p, "runs/sweep/<flow run name>")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=[V1, V2]",
+        help="a swept key (repeatable; default split.factor=[1, 2, 4])",
+    )
+    p.add_argument("--max-concurrent", type=int, default=1, help="trainings at once (2 cores: 1)")
+    p.set_defaults(func=_dispatch, flow_func=run_sweep)
+    p = sub.add_parser("serve", help="serve prefect.yaml's deployments (needs a Prefect server)")
+    p.add_argument("--prefect-yaml", help="default: the project's prefect.yaml")
+    p.add_argument("--only", action="append", default=[], metavar="FLOW/NAME")
+    p.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1)")
+    p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for runs")
+    p.set_defaults(func=_dispatch, flow_func=run_serve)

@@ -1,0 +1,166 @@
+"""Prefect flows `dnc-experiment` and `dnc-sweep`: prepare -> co-train -> evaluate + FLOPs.
+
+A flow reads as its list of steps; each step is a task of `pipelines.flow_tasks` that calls
+the stage functions, so no model or training logic lives here. A flow's parameters are its
+config: a params file plus dotted-key overrides (`split.factor`), validated in the flow body
+before any task runs, so a bad value fails the run at once with the key in the message.
+
+Outputs: prepared data in a content-addressed store shared by runs (`data/prefect/<key>/`)
+and one folder per configuration: `model/` (checkpoints), `metrics.json`, `flops.json`,
+`report.md`, `accuracy_vs_macs.png` and `run.lock.json` (the stages hashed as `dvc repro`
+hashes them, `pipelines.runlock`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from dnc import stages
+from dnc.config import ConfigError, Params, load_params
+from pipelines.flow_tasks import (
+    PLOT,
+    RunPaths,
+    count_flops,
+    data_key,
+    evaluate_members,
+    prepare_step,
+    publish_artifacts,
+    record_versions,
+    run_label,
+    train_members,
+    write_comparison,
+    write_report,
+)
+
+DATA_STORE = "data/prefect"
+RUNS = "runs"
+DEFAULT_GRID: dict[str, list[Any]] = {"split.factor": [1, 2, 4]}
+
+
+# -- configuration (runs in the flow body, before any task) ----------------------------------
+
+
+def load_config(params_path: str, overrides: dict[str, Any]) -> Params:
+    """Validated params of a run; a bad value raises ConfigError naming the dotted key."""
+    params = load_params(params_path, overrides)
+    stages.check_params(params)
+    return params
+
+
+def expand_grid(
+    params_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]]
+) -> list[tuple[dict[str, Any], Params]]:
+    """Every grid point as (its overrides, validated params); the first bad one raises."""
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values")
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    return [(point, load_config(params_path, {**overrides, **point})) for point in points]
+
+
+# -- flows -----------------------------------------------------------------------------------
+
+
+def _run_name() -> str:
+    return runtime.flow_run.name or "local"  # None outside a flow run (`.fn()`)
+
+
+def _paths(params: Params, run_dir: Path, data_store: str) -> RunPaths:
+    return RunPaths(data=Path(data_store) / data_key(params), run=run_dir)
+
+
+@flow(name="dnc-experiment", description="prepare -> co-train -> evaluate + FLOPs -> report")
+def experiment_flow(
+    params_path: str = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | None = None,
+    data_store: str = DATA_STORE,
+) -> dict[str, Any]:
+    """One configuration end to end, into `out_dir` (default `runs/<label>/<flow run>`)."""
+    overrides = overrides or {}
+    params = load_config(params_path, overrides)  # before any task: a bad value fails here
+    run_dir = Path(out_dir) if out_dir else Path(RUNS) / run_label(params) / _run_name()
+    paths = _paths(params, run_dir, data_store)
+    get_run_logger().info("%s -> %s (data %s)", run_label(params), paths.run, paths.data)
+    prepare_step(params, paths.data)
+    trained = train_members(params, paths.data, paths.model)
+    metrics = evaluate_members(params, paths.data, trained, paths.metrics)
+    flops = count_flops(params, paths.flops)
+    record_versions(params, params_path, overrides, paths)
+    markdown = write_report(params, paths, metrics, flops)
+    outputs = {"run": paths.run, "metrics": paths.metrics, "report": paths.report}
+    publish_artifacts(
+        "dnc-experiment", markdown, {**outputs, "plot": paths.plot, "lock": paths.lock}
+    )
+    return summary(params, paths, metrics)
+
+
+@flow(name="dnc-sweep", description="a grid of configurations, trained a few at a time")
+def sweep_flow(
+    params_path: str = "params.yaml",
+    grid: dict[str, list[Any]] | None = None,
+    overrides: dict[str, Any] | None = None,
+    max_concurrent: int = 1,
+    out_dir: str | None = None,
+    data_store: str = DATA_STORE,
+) -> list[dict[str, Any]]:
+    """Every grid point (default S in 1, 2, 4), `max_concurrent` trainings at a time."""
+    overrides = overrides or {}
+    if max_concurrent < 1:
+        raise ConfigError(f"max_concurrent: must be >= 1, got {max_concurrent}")
+    grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)  # all validated
+    points, configs = [pt for pt, _ in grid_points], [p for _, p in grid_points]
+    sweep_dir = Path(out_dir) if out_dir else Path(RUNS) / "sweep" / _run_name()
+    paths = [_paths(p, sweep_dir / run_label(p), data_store) for p in configs]
+    for data_dir, params in {pth.data: p for p, pth in zip(configs, paths, strict=True)}.items():
+        prepare_step(params, data_dir)  # once per distinct data config
+    data_dirs = [p.data for p in paths]
+    with ThreadPoolTaskRunner(max_workers=max_concurrent) as pool:
+        trained = pool.map(
+            train_members,
+            {"params": configs, "data_dir": data_dirs, "model_dir": [p.model for p in paths]},
+        )
+        evaluated = pool.map(
+            evaluate_members,
+            {
+                "params": configs,
+                "data_dir": data_dirs,
+                "trained": trained,  # evaluate i waits for train i
+                "metrics_path": [p.metrics for p in paths],
+            },
+        )
+        all_metrics = evaluated.result()  # the first failure fails the run
+    rows = []
+    for point, params, pth, metrics in zip(points, configs, paths, all_metrics, strict=True):
+        flops = count_flops(params, pth.flops)
+        record_versions(params, params_path, {**overrides, **point}, pth)
+        write_report(params, pth, metrics, flops)
+        rows.append(summary(params, pth, metrics, point))
+    markdown = write_comparison(rows, all_metrics, sweep_dir)
+    links = {"sweep": sweep_dir / "sweep.json", "plot": sweep_dir / PLOT}
+    publish_artifacts("dnc-sweep", markdown, links)
+    return rows
+
+
+def summary(
+    params: Params, paths: RunPaths, metrics: dict[str, Any], point: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The headline numbers of one configuration (flow return value, sweep row)."""
+    ens = metrics["ensemble"]
+    return {
+        "label": run_label(params),
+        "point": point or {},  # the swept keys' values
+        "split.factor": params.split.factor,
+        "model.width": params.model.width,
+        "ensemble_acc": ens["acc"],
+        "best_member_acc": max(m["acc"] for m in metrics["members"]),
+        "params": ens["params"],
+        "macs": ens["macs"],
+        "run_dir": str(paths.run),
+        "data_dir": str(paths.data),
+    }

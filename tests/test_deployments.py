@@ -1,0 +1,142 @@
+"""A real `prefect server` on 127.0.0.1, the prefect.yaml deployments served by
+`python -m pipelines serve`, and `prefect deployment run` going to COMPLETED with the same
+outputs as a direct `python -m pipelines experiment` run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY
+
+QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A child in its own process group, so stopping it stops its children too."""
+    out = log.open("w")
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(proc: subprocess.Popen, grace: float = 20) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited:\n{log.read_text()[-2000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"no healthy Prefect server at {url} after {timeout} s")
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Prefect server on a free 127.0.0.1 port with a throwaway PREFECT_HOME; stopped after."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "DNC_TRACKING": "off",  # MLflow is not under test here
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "server.log"
+    cmd = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start(cmd, env, log)
+    try:
+        url = f"http://127.0.0.1:{port}/api"
+        wait_healthy(url, proc, log)
+        yield url, {**env, "PREFECT_API_URL": url}
+    finally:
+        stop(proc)
+
+
+def outputs(run_dir: Path) -> set[str]:
+    return {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path):
+    url, env = server
+    store = tmp_path / "store"
+    serve = start(
+        [sys.executable, "-m", "pipelines", "serve", "--only", "dnc-experiment/default"],
+        env,
+        tmp_path / "serve.log",
+    )
+    try:
+        direct = subprocess.run(
+            [sys.executable, "-m", "pipelines", "experiment", "--params", "params.yaml"]
+            + [arg for k, v in QUICK.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
+            + ["--out-dir", str(tmp_path / "direct"), "--data-store", str(store)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert direct.returncode == 0, direct.stderr[-3000:]
+        run = subprocess.run(
+            [PREFECT, "deployment", "run", "dnc-experiment/default"]
+            + ["-p", f"overrides={json.dumps(QUICK)}"]
+            + ["-p", f"out_dir={json.dumps(str(tmp_path / 'deployed'))}"]
+            + ["-p", f"data_store={json.dumps(str(store))}"]
+            + ["--watch", "--watch-interval", "1", "--watch-timeout", "300"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=330,
+        )
+        serve_log = (tmp_path / "serve.log").read_text()[-3000:]
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:] + serve_log
+    finally:
+        stop(serve)
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        runs = {r.name: r for r in client.read_flow_runs()}
+    deployed = [r for r in runs.values() if r.deployment_id is not None]
+    assert [r.state.type.value for r in deployed] == ["COMPLETED"]
+
+    a, b = tmp_path / "direct", tmp_path / "deployed"
+    assert outputs(a) == outputs(b) >= {"model/best.pt", "metrics.json", "run.lock.json"}
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert [m["acc"] for m in ma["members"]] == [m["acc"] for m in mb["members"]]
+    assert ma["ensemble"]["acc"] == mb["ensemble"]["acc"]  # same params, same seed, same model
+    la, lb = (json.loads((d / "run.lock.json").read_text()) for d in (a, b))
+    assert la["stages"]["prepare"] == lb["stages"]["prepare"]  # the same versioned data
+    assert lb["run"]["deployment"] == "default" and la["run"]["deployment"] is None
