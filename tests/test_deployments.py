@@ -59,6 +59,19 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
     raise TimeoutError(f"no healthy Prefect server at {url} after {timeout} s")
 
 
+def wait_deployed(url: str, name: str, serve: subprocess.Popen, log: Path) -> None:
+    """Until `serve` has registered deployment `flow/name` with the server."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, f"serve exited:\n{log.read_text()[-2000:]}"
+        try:
+            with urllib.request.urlopen(f"{url}/deployments/name/{name}", timeout=2):
+                return
+        except OSError:  # 404 until registered
+            time.sleep(0.5)
+    raise TimeoutError(f"{name} not deployed after 120 s:\n{log.read_text()[-2000:]}")
+
+
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A Prefect server on a free 127.0.0.1 port with a throwaway PREFECT_HOME; stopped after."""
@@ -89,29 +102,26 @@ def outputs(run_dir: Path) -> set[str]:
 @pytest.mark.slow
 def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path):
     url, env = server
-    store = tmp_path / "store"
     serve = start(
         [sys.executable, "-m", "pipelines", "serve", "--only", "dnc-experiment/default"],
         env,
         tmp_path / "serve.log",
     )
+    # The direct run goes alongside the deployment run (each with its own data store).
+    direct = start(
+        [sys.executable, "-m", "pipelines", "experiment", "--params", "params.yaml"]
+        + [arg for k, v in QUICK.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
+        + ["--out-dir", str(tmp_path / "direct"), "--data-store", str(tmp_path / "store-a")],
+        env,
+        tmp_path / "direct.log",
+    )
     try:
-        direct = subprocess.run(
-            [sys.executable, "-m", "pipelines", "experiment", "--params", "params.yaml"]
-            + [arg for k, v in QUICK.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
-            + ["--out-dir", str(tmp_path / "direct"), "--data-store", str(store)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert direct.returncode == 0, direct.stderr[-3000:]
+        wait_deployed(url, "dnc-experiment/default", serve, tmp_path / "serve.log")
         run = subprocess.run(
             [PREFECT, "deployment", "run", "dnc-experiment/default"]
             + ["-p", f"overrides={json.dumps(QUICK)}"]
             + ["-p", f"out_dir={json.dumps(str(tmp_path / 'deployed'))}"]
-            + ["-p", f"data_store={json.dumps(str(store))}"]
+            + ["-p", f"data_store={json.dumps(str(tmp_path / 'store-b'))}"]
             + ["--watch", "--watch-interval", "1", "--watch-timeout", "300"],
             cwd=ROOT,
             env=env,
@@ -121,15 +131,17 @@ def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path)
         )
         serve_log = (tmp_path / "serve.log").read_text()[-3000:]
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:] + serve_log
+        assert direct.wait(300) == 0, (tmp_path / "direct.log").read_text()[-3000:]
     finally:
+        stop(direct)
         stop(serve)
 
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
-        runs = {r.name: r for r in client.read_flow_runs()}
-    deployed = [r for r in runs.values() if r.deployment_id is not None]
+        runs = client.read_flow_runs()
+    deployed = [r for r in runs if r.deployment_id is not None]
     assert [r.state.type.value for r in deployed] == ["COMPLETED"]
 
     a, b = tmp_path / "direct", tmp_path / "deployed"
@@ -138,5 +150,10 @@ def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path)
     assert [m["acc"] for m in ma["members"]] == [m["acc"] for m in mb["members"]]
     assert ma["ensemble"]["acc"] == mb["ensemble"]["acc"]  # same params, same seed, same model
     la, lb = (json.loads((d / "run.lock.json").read_text()) for d in (a, b))
-    assert la["stages"]["prepare"] == lb["stages"]["prepare"]  # the same versioned data
+    data_a, data_b = (lock["stages"]["prepare"]["outs"][0] for lock in (la, lb))
+    assert data_a["md5"] == data_b["md5"]  # the same versioned data
+    code_a, code_b = (
+        [d for d in lock["stages"]["train"]["deps"] if d["path"] == "dnc"] for lock in (la, lb)
+    )
+    assert code_a == code_b and code_a  # the same code version
     assert lb["run"]["deployment"] == "default" and la["run"]["deployment"] is None
