@@ -19,6 +19,8 @@ from typing import Any
 
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_logger
 
 from dnc import stages
 from dnc.config import DataConfig, Params
@@ -64,6 +66,14 @@ class RunPaths:
         return self.run / PLOT
 
 
+def run_logger() -> Any:
+    """The run's logger (shipped to the Prefect API); a plain one when called via `.fn()`."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("dnc.flows")
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -107,7 +117,7 @@ def _prepare_cache_key(_context: Any, arguments: dict[str, Any]) -> str:
 def prepare_data(params: Params, data_dir: Path) -> dict[str, Any]:
     """Dataset -> hashed tensors in `data_dir`; a cache hit skips it."""
     meta = runner.prepare(params, data_dir)
-    get_run_logger().info("prepared %s into %s: %s", meta["dataset"], data_dir, meta["counts"])
+    run_logger().info("prepared %s into %s: %s", meta["dataset"], data_dir, meta["counts"])
     return {"dataset": meta["dataset"], "counts": meta["counts"], "files": meta["files"]}
 
 

@@ -17,7 +17,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime
+from prefect import flow, runtime
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dnc import stages
@@ -32,6 +32,7 @@ from pipelines.flow_tasks import (
     publish_artifacts,
     record_versions,
     run_label,
+    run_logger,
     train_members,
     write_comparison,
     write_report,
@@ -86,7 +87,7 @@ def experiment_flow(
     params = load_config(params_path, overrides)  # before any task: a bad value fails here
     run_dir = Path(out_dir) if out_dir else Path(RUNS) / run_label(params) / _run_name()
     paths = _paths(params, run_dir, data_store)
-    get_run_logger().info("%s -> %s (data %s)", run_label(params), paths.run, paths.data)
+    run_logger().info("%s -> %s (data %s)", run_label(params), paths.run, paths.data)
     prepare_step(params, paths.data)
     trained = train_members(params, paths.data, paths.model)
     metrics = evaluate_members(params, paths.data, trained, paths.metrics)

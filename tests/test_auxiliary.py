@@ -56,15 +56,20 @@ def test_compact_path_never_reads_the_auxiliary_path(aux_params):
     member.eval(), aux.eval()
     logits, feats = forward_with_features(member, x)
     assert torch.equal(logits, member(x))
-    # The auxiliary loss alone reaches the compact blocks through the connections ...
+    # The connections start closed (zero BN scale): the wide path ignores the compact one.
+    assert torch.equal(aux(x, feats), aux(x, [torch.zeros_like(f) for f in feats]))
+    # Once open, the auxiliary loss alone reaches the compact blocks ...
+    for connection in aux.connections.values():
+        torch.nn.init.ones_(connection[1].weight)
     aux(x, feats).sum().backward()
-    assert all(p.grad is not None for p in member.blocks.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.blocks.parameters())
     assert member.head.fc.weight.grad is None  # ... but not the compact head
 
 
 def test_no_connection_means_no_gradient_into_the_compact_blocks(aux_params):
     task = task_for(aux_params.with_overrides({"auxiliary.attach": [0]}))
     member, aux = task.model.members[0], task.auxiliary[0]
+    torch.nn.init.ones_(aux.connections["0"][1].weight)
     _, feats = forward_with_features(member, torch.randn(4, *SHAPE))
     aux(torch.randn(4, *SHAPE), feats).sum().backward()
     assert all(p.grad is not None for p in member.blocks[0].parameters())

@@ -193,16 +193,13 @@ class CooperativeTask(Task):
         )
         kd_leader = sum((distillation_kl(team[-1], leader, t) for team in teams), zero)
         ramp = cot_weight_at(epoch, 1.0, cfg.kd_warmup_epochs)
-        import os
-        norm = len(teams[0]) if os.environ.get("COOP_NORM") else 1
-        ce_lead = ce(leader)
-        loss = ce_lead + (
-            ce_full - ce_lead
+        loss = (
+            ce_full
             + cfg.sub_ce_weight * ce_sub
             + ramp * cfg.sub_weight * kd_sub
             + ramp * cfg.peer_weight * kd_peer
             + ramp * cfg.leader_weight * kd_leader
-        ) / norm
+        )
         parts = {
             "ce": ce_full,
             "ce_sub": ce_sub,
