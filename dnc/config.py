@@ -263,8 +263,8 @@ def params_from_dict(tree: Any) -> Params:
         raise ConfigError(f"{key}: {message}{more}") from None
 
 
-def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
-    """Read, override and validate a params file."""
+def read_tree(path: str | Path) -> dict[str, Any]:
+    """A params file as a nested dict, all sections; a missing or broken file names itself."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -274,6 +274,12 @@ def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Pa
         raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
+    return tree
+
+
+def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
+    """Read, override and validate a params file."""
+    tree = read_tree(path)
     # Sections other stages own (e.g. `search`, `compare`) are not training params.
     tree = {k: v for k, v in tree.items() if k not in FOREIGN_SECTIONS}
     return params_from_dict(apply_overrides(tree, overrides or {}))

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dnc import config
 from dnc.config import FOREIGN_SECTIONS, ConfigError, apply_overrides, params_from_dict
 
 SECTION = "compare"
@@ -53,16 +52,7 @@ def run_name(config: str, seed: int) -> str:
 
 def read_tree(params_path: str | Path) -> dict[str, Any]:
     """The params file as a nested dict; a missing or broken file names itself."""
-    path = Path(params_path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: params file not found")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
-    return tree
+    return config.read_tree(params_path)
 
 
 def parse_comparison(tree: dict[str, Any]) -> Comparison:
