@@ -113,6 +113,8 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # Spinning OpenMP threads on a shared CPU cost 15x (docs/performance.md): record it.
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gpu": gpu,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -148,8 +150,9 @@ def report(
     print(f"\ncommand: {command}")
     m = info["machine"]
     print(
-        f"machine: {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
-        f"gpu: {m['gpu']}, torch {m['torch']}, load average {m['load_average']}"
+        f"machine: {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads, "
+        f"OMP_WAIT_POLICY={m['omp_wait_policy']}), gpu: {m['gpu']}, torch {m['torch']}, "
+        f"load average {m['load_average']}"
     )
     suffix = "-quick" if args.quick else ""
     path = args.out or REPORTS / f"{name}{suffix}.json"
