@@ -67,11 +67,7 @@ def check_method(params: Params, info: DatasetInfo) -> None:
     if params.method == "cooperative":
         with torch.device("meta"):
             build_cooperative_model(params, info.num_classes, info.in_chans, info.image_size)
-    elif params.method == "auxiliary":
-        if params.split.execution != "loop":
-            raise ConfigError(
-                "split.execution: method auxiliary reads every member's block outputs; use loop"
-            )
+    elif params.method == "auxiliary":  # always the loop: it reads every member's blocks
         with torch.device("meta"):
             member = _member(params, info)
         try:

@@ -103,7 +103,6 @@ def test_divided_compact_net_trains_with_cotraining(aux_params):
     ("overrides", "message"),
     [
         ({"auxiliary.attach": [0, 7]}, r"^auxiliary\.attach: block 7 does not exist"),
-        ({"split.execution": "fused"}, r"^split\.execution: method auxiliary"),
     ],
 )
 def test_bad_auxiliary_config_fails_at_stage_start(aux_params, tmp_path, overrides, message):
