@@ -84,9 +84,12 @@ def measure(
     times, cpu_times = interleaved(fns, rounds, device, warmup=2)
     base = summarize(times["undivided"])["median_ms"]
     base_cpu = summarize(cpu_times["undivided"])["median_ms"]
+    base_cl = summarize(times.get("undivided channels-last", times["undivided"]))["median_ms"]
     rows = []
     for label, seconds in times.items():
         k, undivided = models[label][1], label.startswith("undivided")
+        # fused packs channels-last: on CPU compare it with the channels-last undivided net
+        same = base_cl if label.startswith("fused") or "channels-last" in label else base
         stats, cpu = summarize(seconds), summarize(cpu_times[label])["median_ms"]
         rows.append(
             {
@@ -101,6 +104,7 @@ def measure(
                 "latency ms": stats["median_ms"],
                 "IQR ms": stats["iqr_ms"],
                 "vs undivided": stats["median_ms"] / base,
+                "vs same layout": stats["median_ms"] / same,
                 "img/s": batch * 1e3 / stats["median_ms"],
                 "CPU ms": cpu,
                 "CPU vs undivided": cpu / base_cpu,
@@ -124,7 +128,7 @@ def main() -> None:
         for batch in args.batches:
             rows += measure(name, args.split, batch, args, device)
     columns = ["model", "batch", "variant", "MMACs/img", "latency ms", "IQR ms"]
-    columns += ["vs undivided", "img/s"]
+    columns += ["vs undivided", "vs same layout", "img/s"]
     if device.type == "cpu":  # the load-robust figure with --threads 1 (common.interleaved)
         columns += ["CPU ms", "CPU vs undivided"]
     amp = device.type == "cuda" and not args.no_amp

@@ -48,6 +48,8 @@ def plain_train(params: Params, data_dir: Path) -> dict[str, float]:
     torch.manual_seed(params.seed)
     model = stages.build_model(params, info.num_classes, info.in_chans, info.image_size)
     model = execution_model(model, params.split.execution)
+    if t.channels_last:  # the same memory layout as the engine's
+        model = model.to(memory_format=torch.channels_last)
     split = model.split_factor
     views_of = BatchViews(info, params.data, split, train=True)
     opt = torch.optim.SGD(
@@ -62,6 +64,10 @@ def plain_train(params: Params, data_dir: Path) -> dict[str, float]:
             idx = order[i : i + t.batch_size]
             g = torch.Generator().manual_seed(derive_seed(params.seed, epoch, i))
             views, targets = views_of(images[idx], g), labels[idx]  # (S, B, C, H, W)
+            if t.channels_last:
+                shape = views.shape
+                views = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+                views = views.view(shape)
             logits = model(views)  # (S, B, classes)
             loss = sum(F.cross_entropy(z, targets) for z in logits)
             if split > 1:

@@ -110,7 +110,11 @@ def variants(name: str, splits: list[int], args: argparse.Namespace) -> dict[str
     for split in splits:
         net = build(name, split)
         out[f"loop S={split}"] = net
-        out[f"fused S={split}"] = FusedSplitNet.from_splitnet(net)
+        if args.device_type == "cpu":
+            out[f"loop channels-last S={split}"] = copy.deepcopy(net)
+        out[f"fused S={split}"] = FusedSplitNet.from_splitnet(net)  # channels-last inside
+        if args.device_type == "cpu":  # the packing alone, against the NCHW undivided net
+            out[f"fused NCHW S={split}"] = FusedSplitNet.from_splitnet(net, channels_last=False)
         if args.vmap:
             out[f"vmap S={split}"] = VmapSplitNet(list(copy.deepcopy(net).members))
         if args.compile:
@@ -118,6 +122,13 @@ def variants(name: str, splits: list[int], args: argparse.Namespace) -> dict[str
             compiled.packed.compile()
             out[f"fused+compile S={split}"] = compiled
     return out
+
+
+def _channels_last(label: str, cuda: bool) -> bool:
+    """Whether a variant's convolutions run channels-last (all of them on CUDA)."""
+    if cuda or "channels-last" in label:
+        return True
+    return label.startswith("fused") and "NCHW" not in label
 
 
 def main() -> None:
@@ -147,8 +158,12 @@ def main() -> None:
         times, cpu_times = interleaved(steps, rounds_here, device)
         base = summarize(times["undivided"])["median_ms"]
         base_cpu = summarize(cpu_times["undivided"])["median_ms"]
+        base_cl = summarize(times.get("undivided channels-last", times["undivided"]))
         base_macs = macs_per_image(name, 1)
         for label, seconds in times.items():
+            # fused packs channels-last (FusedSplitNet); on CPU compare it with the
+            # undivided net in the same layout, NCHW variants with the NCHW one.
+            same = base_cl["median_ms"] if _channels_last(label, cuda) else base
             split = int(label.rsplit("=", 1)[1]) if "=" in label else 1
             stats, cpu = summarize(seconds), summarize(cpu_times[label])["median_ms"]
             macs = macs_per_image(name, split)
@@ -163,6 +178,7 @@ def main() -> None:
                     "step ms": stats["median_ms"],
                     "IQR ms": stats["iqr_ms"],
                     "vs undivided": stats["median_ms"] / base,
+                    "vs same layout": stats["median_ms"] / same,
                     "CPU ms": cpu,
                     "CPU vs undivided": cpu / base_cpu,
                     "img/s": batch * 1e3 / stats["median_ms"],
@@ -170,7 +186,7 @@ def main() -> None:
                 }
             )
     columns = ["model", "batch", "variant", "MMACs/img", "MACs vs undivided", "step ms"]
-    columns += ["IQR ms", "vs undivided", "img/s"]
+    columns += ["IQR ms", "vs undivided", "vs same layout", "img/s"]
     if device.type == "cpu":  # the load-robust figure with --threads 1 (common.interleaved)
         columns += ["CPU ms", "CPU vs undivided"]
     report("train_step", args, rows, columns, {"device": str(device), "amp": amp})

@@ -79,7 +79,7 @@ class TrainConfig(_Section):
     mixup_alpha: float = Field(ge=0)  # 0 disables mixup; drawn once per batch, shared
     label_smoothing: float = Field(ge=0, lt=1)
     amp: bool  # CUDA only; ignored on CPU
-    channels_last: bool  # CUDA only; ignored on CPU
+    channels_last: bool  # weights and inputs in NHWC, on any device
     device: str  # auto, cpu, cuda, cuda:1
     progress: bool
 

@@ -121,7 +121,7 @@ def train_one_epoch(
     for step, (views, targets) in enumerate(bar):
         views = views.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        if cfg.channels_last and device.type == "cuda":
+        if cfg.channels_last:
             shape = views.shape  # (V, B, C, H, W): channels-last per view
             views = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
             views = views.view(shape)
@@ -246,6 +246,8 @@ def fit(
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
     task.to(device)
+    if cfg.channels_last:  # weights too: a conv runs channels-last only when both are
+        task.to(memory_format=torch.channels_last)
     steps = max(1, len(loaders.train_epoch(0)))
     optimizer = torch.optim.SGD(
         task.param_groups(weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
