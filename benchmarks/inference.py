@@ -89,7 +89,8 @@ def measure(
     for label, seconds in times.items():
         k, undivided = models[label][1], label.startswith("undivided")
         # fused packs channels-last: on CPU compare it with the channels-last undivided net
-        same = base_cl if label.startswith("fused") or "channels-last" in label else base
+        packed = label.startswith("fused") or "devices" in label  # fused per device too
+        same = base_cl if packed or "channels-last" in label else base
         stats, cpu = summarize(seconds), summarize(cpu_times[label])["median_ms"]
         rows.append(
             {
