@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -73,3 +75,24 @@ def test_split_one_has_no_cotraining_term(tiny_params, tmp_path):
     result = stages.train(params, None, tmp_path / "run")
     assert "train/js" not in result.state.history[-1]
     assert "val/member_1/acc" not in result.state.history[-1]
+
+
+def test_channels_last_run_loads_and_predicts_as_an_nchw_model(tiny_params, tmp_path):
+    # train.channels_last runs the convolutions NHWC on CPU as on CUDA: a speed choice.
+    # Its checkpoint holds NHWC tensors and must load into a plain NCHW model that predicts
+    # what the NHWC model predicts.
+    params = tiny_params.with_overrides({"train.channels_last": True})
+    result = stages.train(params, None, tmp_path / "run")
+    state = checkpoint.load(result.best_path)["model_state"]
+    assert any(
+        t.dim() == 4
+        and not t.is_contiguous()
+        and t.is_contiguous(memory_format=torch.channels_last)
+        for t in state.values()
+    )
+    model, _ = stages.load_model(params, tmp_path / "run", 10, 1, 8)
+    assert all(p.is_contiguous() for p in model.parameters())
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
+    x = torch.rand(16, 1, 8, 8)
+    torch.testing.assert_close(model.eval().predict(x, 2), nhwc.predict(x, 2))
+    assert result.state.history[-1]["val/ensemble/acc"] > 30  # digits: chance is 10 %
