@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "serve": "pipelines.flow_cli",
     "compare": "pipelines.compare",
     "search": "pipelines.search_cli",  # not pipelines.search: that module imports Prefect
+    "runs": "pipelines.runs_cli",
 }
 
 

@@ -29,6 +29,7 @@ DEFAULT_EXPERIMENT = "dnc"
 KILLED_BY = (KeyboardInterrupt, SystemExit)
 KILLED_NAMES = frozenset({"TrialPruned"})
 STOP_REASON = f"{schema.TAG}stop_reason"
+REOPENED_AT = f"{schema.TAG}reopened_at_ms"  # a sign of life for `runs reap`
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits
 
 
@@ -167,6 +168,7 @@ class Store:
         if STOP_REASON in run.data.tags:
             self.client.delete_tag(run_id, STOP_REASON)
         self.client.update_run(run_id, status="RUNNING")
+        self.log(run_id, tags={REOPENED_AT: str(int(time.time() * 1000))})
 
     def logged_epochs(self, run_id: str) -> set[int]:
         """Steps of the `epoch` metric already in the run."""
