@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from dnc.config import Params, load_params
+from pipelines.preset import load_preset  # importing pipelines turns telemetry off
 
 ROOT = Path(__file__).resolve().parents[1]
 
-for _key, _value in {
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-}.items():
-    os.environ.setdefault(_key, _value)
-
-TINY = {
-    "data.dataset": "digits",
-    "data.val_size": 200,
-    "data.train_size": None,
-    "data.test_size": 256,
-    "model.name": "small_cnn",
-    "model.width": 8,
-    "split.factor": 2,
-    "train.epochs": 2,
-    "train.batch_size": 64,
-    "train.warmup_epochs": 0.5,
-    "train.cot_warmup_epochs": 1,
-    "train.device": "cpu",
-    "train.progress": False,
-    "eval.batch_size": 128,
-    "eval.latency_batch_sizes": [1, 8],
-    "eval.latency_repeats": 2,
-}
+TINY = load_preset(ROOT / "presets" / "tiny.yaml")  # the tiny run, shared with benchmarks
 
 
 @pytest.fixture(scope="session")

@@ -56,3 +56,11 @@ def test_bad_preset_override_leaves_params_untouched(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.strip() == "error: train.epoch: unknown key"
     assert params.read_text() == before
     assert yaml.safe_load(before)  # still valid
+
+
+def test_tiny_preset_applies_and_is_the_tests_run(tmp_path, tiny_params) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    args = ["preset", "tiny", "--params", str(params), "--presets-dir", str(ROOT / "presets")]
+    assert main(args) == 0
+    assert load_params(params) == tiny_params
