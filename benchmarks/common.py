@@ -171,6 +171,16 @@ WORKLOADS = {
 }
 
 
+def runs_channels_last(label: str, cuda: bool) -> bool:
+    """Whether a benchmark variant's convolutions run channels-last: all of them on CUDA
+    (inputs are NHWC there), the labelled ones, and every packed variant (FusedSplitNet packs
+    NHWC; "N devices" runs a fused group per device) unless labelled NCHW."""
+    if cuda or "channels-last" in label:
+        return True
+    packed = label.startswith("fused") or "devices" in label
+    return packed and "NCHW" not in label
+
+
 def build(name: str, split: int, seed: int = 0) -> SplitNet:
     """The `split`-member SplitNet of workload `name` (10 classes), seeded."""
     chans, size = WORKLOADS[name]

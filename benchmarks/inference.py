@@ -23,6 +23,7 @@ from common import (
     interleaved,
     macs_per_image,
     report,
+    runs_channels_last,
     summarize,
 )
 from common import setup as setup_device
@@ -89,8 +90,7 @@ def measure(
     for label, seconds in times.items():
         k, undivided = models[label][1], label.startswith("undivided")
         # fused packs channels-last: on CPU compare it with the channels-last undivided net
-        packed = label.startswith("fused") or "devices" in label  # fused per device too
-        same = base_cl if packed or "channels-last" in label else base
+        same = base_cl if runs_channels_last(label, device.type == "cuda") else base
         stats, cpu = summarize(seconds), summarize(cpu_times[label])["median_ms"]
         rows.append(
             {

@@ -23,6 +23,7 @@ from common import (
     interleaved,
     macs_per_image,
     report,
+    runs_channels_last,
     summarize,
 )
 from common import setup as setup_device
@@ -124,13 +125,6 @@ def variants(name: str, splits: list[int], args: argparse.Namespace) -> dict[str
     return out
 
 
-def _channels_last(label: str, cuda: bool) -> bool:
-    """Whether a variant's convolutions run channels-last (all of them on CUDA)."""
-    if cuda or "channels-last" in label:
-        return True
-    return label.startswith("fused") and "NCHW" not in label
-
-
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=list(WORKLOADS))
@@ -163,7 +157,7 @@ def main() -> None:
         for label, seconds in times.items():
             # fused packs channels-last (FusedSplitNet); on CPU compare it with the
             # undivided net in the same layout, NCHW variants with the NCHW one.
-            same = base_cl["median_ms"] if _channels_last(label, cuda) else base
+            same = base_cl["median_ms"] if runs_channels_last(label, cuda) else base
             split = int(label.rsplit("=", 1)[1]) if "=" in label else 1
             stats, cpu = summarize(seconds), summarize(cpu_times[label])["median_ms"]
             macs = macs_per_image(name, split)
