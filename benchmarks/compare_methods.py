@@ -22,6 +22,7 @@ from typing import Any
 from dnc import stages
 from dnc.config import load_params, parse_set
 from dnc.data import get_dataset_info
+from dnc.io import write_json
 from dnc.methods import method_info
 from pipelines.plots import accuracy_vs_macs
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         {k: v for k, v in run.items() if k != "metrics"} | {"curve": run["metrics"]["curve"]}
         for run in runs
     ]
-    stages.write_json({"overrides": args.set, "runs": summary}, out / "summary.json")
+    write_json({"overrides": args.set, "runs": summary}, out / "summary.json")
     (out / "summary.md").write_text(table(runs))
     print(table(runs))
     return 0

@@ -88,6 +88,7 @@ def direct_run(out: Path) -> None:
     """The calls the flow's tasks make, in order, with no Prefect imported."""
     from dnc import stages
     from dnc.config import load_params
+    from dnc.io import write_json
     from pipelines import plots, runlock, runner
     from pipelines.flow_report import experiment_table
 
@@ -106,7 +107,7 @@ def direct_run(out: Path) -> None:
         flops = stages.info(
             m.name, s.factor, params.data.dataset, m.width, m.dropout, s.divide_weight_decay
         )
-        stages.write_json(flops, flops_path)
+        write_json(flops, flops_path)
     stage_io = {
         "prepare": {"outs": [data]},
         "train": {"deps": [data], "outs": [model]},

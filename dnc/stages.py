@@ -6,10 +6,8 @@ these; nothing else trains or evaluates a model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -26,6 +24,7 @@ from dnc.engine import FitResult, fit, resolve_device
 from dnc.evaluate import curve_rows, evaluate_cooperative, evaluate_splitnet
 from dnc.flops import cost
 from dnc.fused import execution_model
+from dnc.io import write_json
 from dnc.methods import build_cooperative_model, build_method_task, check_method
 from dnc.models import divide_weight_decay, get_spec, member_config
 from dnc.parallel import inference_model
@@ -42,12 +41,6 @@ def check_params(params: Params) -> None:
         except ValueError as err:
             raise ConfigError(f"{key}: {err}") from None
     check_method(params, get_dataset_info(params.data.dataset))
-
-
-def write_json(obj: Any, path: Path) -> None:
-    """Write JSON atomically (temp file + rename) so no stage leaves half a file."""
-    with checkpoint.atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 def prepare(params: Params, out_dir: Path) -> dict:

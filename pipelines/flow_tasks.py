@@ -26,6 +26,7 @@ from dnc import stages
 from dnc.config import DataConfig, Params
 from dnc.data import get_dataset_info
 from dnc.data.prepare import FORMAT as PREPARED_FORMAT
+from dnc.io import write_json
 from dnc.methods import method_info
 from pipelines import plots, runlock, runner
 from pipelines.flow_report import comparison_table, experiment_table
@@ -170,7 +171,7 @@ def count_flops(params: Params, path: Path) -> dict[str, Any]:
         ),
         **method_info(params, get_dataset_info(params.data.dataset)),
     }
-    stages.write_json(info, path)
+    write_json(info, path)
     return info
 
 
@@ -246,7 +247,7 @@ def write_comparison(
 ) -> str:
     """The sweep's rows -> `sweep.json`, `sweep.md` and a PNG; returns the markdown."""
     markdown = comparison_table(rows)
-    stages.write_json(rows, out_dir / "sweep.json")
+    write_json(rows, out_dir / "sweep.json")
     (out_dir / "sweep.md").write_text(markdown)
     points = [
         pt for r, m in zip(rows, all_metrics, strict=True) for pt in curve_rows(r["label"], m)

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dnc.config import ConfigError
+from dnc.io import write_text
 from pipelines.matrix import Comparison, load_comparison, run_name
 
 
@@ -189,16 +188,6 @@ def learning_curves(comparison: Comparison, runs: list[Run]) -> dict[str, dict[s
             series[key.split("/")[1].replace("_", " ")] = (xs, ys, None)
         panels[config] = series
     return panels
-
-
-def write_text(text: str, path: Path) -> Path:
-    """Write `text` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path) -> dict:

@@ -7,7 +7,6 @@ metrics are `test/...`; tags say what was run, from which code and data, and by 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from dnc.config import Params
+from dnc.io import sha256_file
 from dnc.splitnet import member_summary
 
 RUN_ID_KEY = "mlflow_run_id"  # TrainState.extra key: the run a resumed training continues
@@ -113,15 +113,6 @@ def git_tags(cwd: Path = Path(__file__).parent) -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         return {}
     return {"mlflow.source.git.commit": commit, f"{TAG}git_dirty": str(dirty).lower()}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dvc_lock_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from dnc import stages
 from dnc.config import Params
+from dnc.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "2.0"  # dvc.lock's schema; the stage entries below have its shape
@@ -123,5 +123,5 @@ def write_run_lock(
         "overrides": overrides,
         "stages": build_lock(params, params_file, stage_io),
     }
-    stages.write_json(lock, Path(path))
+    write_json(lock, Path(path))
     return lock

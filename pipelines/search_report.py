@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import Params, load_params
-from dnc.stages import write_json
+from dnc.io import write_json
 from pipelines.search_space import SearchConfig
 from pipelines.search_study import final_trials
 

@@ -101,7 +101,8 @@ def run_pipeline(params, tmp: Path, kill_after: int | None = None) -> dict:
 
 def assert_full_schema(client, run_id: str, params, run_dir: Path) -> None:
     """Params, per-epoch and final metrics, tags, artifacts and model of a finished run."""
-    from pipelines.run_schema import param_strings, sha256_file
+    from dnc.io import sha256_file
+    from pipelines.run_schema import param_strings
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"

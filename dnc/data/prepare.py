@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dnc.config import DataConfig
 from dnc.data.registry import DatasetInfo, RawSplits, load_raw
+from dnc.io import derive_seed
 
 SPLITS = ("train", "val", "test")
 FORMAT = "dnc.prepared/1"
@@ -55,12 +56,6 @@ class PreparedData:
     test: ImageSplit
     info: DatasetInfo
     meta: dict[str, Any]
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed that is a pure function of `parts`, e.g. (seed, epoch, "shuffle")."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def split_raw(raw: RawSplits, cfg: DataConfig, seed: int) -> dict[str, ImageSplit]:

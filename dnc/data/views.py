@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from dnc.config import DataConfig
 from dnc.data.augment import BatchViews
-from dnc.data.prepare import ImageSplit, PreparedData, derive_seed
+from dnc.data.prepare import ImageSplit, PreparedData
 from dnc.data.registry import DatasetInfo
+from dnc.io import derive_seed
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
