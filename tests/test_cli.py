@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dnc import stages
-from dnc.__main__ import main
+from dnc.cli import main
 from dnc.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,9 @@ def test_info_wrn28_10_cifar100_cli():
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("split", [1, 2, 4])
-def test_info_every_model(name, split):
-    out = stages.info(name, split, "cifar100")
+def test_info_every_model(default_params, name, split):
+    overrides = {"model.name": name, "split.factor": split, "data.dataset": "cifar100"}
+    out = stages.info(default_params.with_overrides(overrides))
     assert len(out["members"]) == split
     assert out["ensemble"]["params"] > 0 and out["ensemble"]["macs"] > 0
     if split == 1:

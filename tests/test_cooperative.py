@@ -1,17 +1,21 @@
 """Cooperative learning: depth sub-networks, the distillation loss, budgets, the stages."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
-from dnc import checkpoint, stages
+from dnc import stages
 from dnc.config import ConfigError
-from dnc.depth import FULL, resolve_plans, select_depth
-from dnc.losses import distillation_kl
-from dnc.methods import depth_costs
+from dnc.data import get_dataset_info
+from dnc.evaluation.depth import FULL, resolve_plans, select_depth
+from dnc.methods import get_method
+from dnc.methods.cooperative import CooperativeTask
+from dnc.methods.cooperative_net import CooperativeNet, build_cooperative, depth_costs
 from dnc.models import create_model
-from dnc.tasks.cooperative import CooperativeNet, CooperativeTask, build_cooperative
+from dnc.train import checkpoint
+from dnc.train.losses import distillation_kl
 
 DIGITS = {"num_classes": 10, "in_chans": 1, "image_size": 8}
 
@@ -154,20 +158,17 @@ def test_budget_selects_the_deepest_fitting_depth(coop_params):
     assert select_depth(rows, 1000)["name"] == "c"
     with pytest.raises(ValueError, match="cheapest, 'a', needs 10"):
         select_depth(rows, 9)
-    from dnc.methods import build_cooperative_model
+    from dnc.methods.cooperative import build_cooperative_model
 
     costs = {row["name"]: row["macs"] for row in depth_costs(build(coop_params))}
     params = coop_params.with_overrides({"cooperative.budget_macs": costs["d2"] + 1})
-    net = build_cooperative_model(params, **DIGITS)
+    net = build_cooperative_model(params, replace(get_dataset_info("digits"), **DIGITS))
     assert net.deploy == "d2"
     assert net.predict(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_info_lists_depths(coop_params):
-    from dnc.data import get_dataset_info
-    from dnc.methods import method_info
-
-    info = method_info(coop_params, get_dataset_info("digits"))["cooperative"]
+    info = get_method("cooperative").info(coop_params, get_dataset_info("digits"))["cooperative"]
     assert [(d["name"], d["kept"]) for d in info["depths"]] == [
         ("d1", [1, 3]),
         ("d2", [1, 2, 3, 4]),

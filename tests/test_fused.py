@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from dnc import checkpoint, stages
-from dnc.__main__ import build_parser
-from dnc.fused import FusedSplitNet, UnsupportedModuleError, execution_model
+from dnc import stages
+from dnc.cli import build_parser
+from dnc.ensemble.fused import FusedSplitNet, UnsupportedModuleError, execution_model
+from dnc.ensemble.parallel import ParallelSplitNet, member_groups, parse_devices
+from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.methods.splitnet import CoTrainingTask
 from dnc.models import FAMILIES, get_spec
-from dnc.parallel import ParallelSplitNet, member_groups, parse_devices
-from dnc.splitnet import SplitNet, build_splitnet
-from dnc.tasks import CoTrainingTask
+from dnc.train import checkpoint
 
 # The smallest variant of every family: (name, width, image size, channels).
 TINY_VARIANTS = [

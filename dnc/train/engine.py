@@ -13,18 +13,20 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dnc import checkpoint
 from dnc.config import TrainConfig
-from dnc.losses import EnsembleHow, ensemble_log_probs
-from dnc.schedule import build_scheduler
-from dnc.tasks.base import Task
+from dnc.train import checkpoint
+from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.schedule import build_scheduler
+
+if TYPE_CHECKING:  # the methods import the engine's scoring; typing only here
+    from dnc.methods.base import Task
 
 
 class DivergenceError(RuntimeError):
