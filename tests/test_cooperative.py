@@ -59,7 +59,7 @@ def test_trains_and_evaluates_through_the_stages(coop_params, tmp_path):
     assert any(k.startswith("depth_stats.A_d1.") for k in keys)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet20", "wide_resnet16_2"])
+@pytest.mark.parametrize("name", ["small_cnn", "bottleneck_resnet20", "wide_resnet16_2"])
 def test_subnetworks_share_weights_and_get_cheaper(coop_params, name):
     net = build(coop_params, name, width=None, depths={"shallow": "first:0"})
     teammate = net.teammates[0]
@@ -81,7 +81,9 @@ def test_subnetworks_share_weights_and_get_cheaper(coop_params, name):
 
 def test_first_k_rule_keeps_shape_changing_blocks():
     cnn = create_model("small_cnn", width=4, **DIGITS)  # R, T, R, T, R
-    resnet = create_model("resnet20", width=4, **DIGITS)  # B(proj) B B(proj) B B(proj) B
+    resnet = create_model(
+        "bottleneck_resnet20", width=4, **DIGITS
+    )  # B(proj) B B(proj) B B(proj) B
     assert resolve_plans(cnn.blocks, {"d": "first:0"}, "k")["d"] == (1, 3)
     assert resolve_plans(resnet.blocks, {"d": "first:0"}, "k")["d"] == (0, 2, 4)
     assert list(resolve_plans(cnn.blocks, {"b": [1, 2, 3], "a": [1, 3]}, "k")) == [

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnc.config import Params
+from dnc.config import Params, Section
 from dnc.data import DatasetInfo
 from dnc.ensemble.fused import execution_model
 from dnc.ensemble.parallel import inference_model
@@ -80,12 +80,20 @@ def member_net(params: Params, info: DatasetInfo) -> nn.Module:
     )
 
 
+class SplitNetConfig(Section):
+    """SplitNet's own section is empty: its knobs are the shared `split` and `train` keys.
+
+    It exists so that every method has a section named like it, which is what lets the DVC
+    stages depend on `${method}` (the selected method's section) and nothing else.
+    """
+
+
 @register_method
 class SplitNetMethod:
     """S co-trained members; `split.execution: fused` trains them as one packed net."""
 
     name = "splitnet"
-    config = None
+    config: type[Section] = SplitNetConfig
     searchable = True
     curve_name = "splitnet"  # the label of its accuracy-vs-MACs curve points
 
