@@ -11,7 +11,6 @@ from dnc.methods.base import (
     get_method,
     list_methods,
     register_method,
-    unregister_method,
 )
 
 __all__ = [
@@ -20,5 +19,4 @@ __all__ = [
     "get_method",
     "list_methods",
     "register_method",
-    "unregister_method",
 ]

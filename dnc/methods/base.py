@@ -110,11 +110,6 @@ def register_method(cls: type[M]) -> type[M]:
     return cls
 
 
-def unregister_method(name: str) -> None:
-    """Remove a registered method (tests register toy methods and clean up)."""
-    _REGISTRY.pop(name, None)
-
-
 def list_methods() -> list[str]:
     """Names of the registered methods, sorted."""
     return sorted(_REGISTRY)
