@@ -134,7 +134,9 @@ def test_registry_contents() -> None:
 
 def test_duplicate_registration_rejected() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register_model("small_cnn", 32, 5e-4, "dup", family="small_cnn")(lambda **kw: nn.Identity())
+        register_model("small_cnn", 32, 5e-4, "dup", family="small_cnn")(
+            lambda **kw: nn.Identity()
+        )
 
 
 def test_width_default_float_and_dropout() -> None:
