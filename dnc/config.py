@@ -157,7 +157,7 @@ def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     """Set dotted keys in a nested dict (copy); a path through a non-section is an error.
 
     A method's section may be absent (it then means the defaults): setting one of its keys
-    creates it.
+    creates it from those defaults.
     """
     tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
     optional = method_sections()
@@ -166,7 +166,7 @@ def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         parts = dotted.split(".")
         for depth, part in enumerate(parts[:-1]):
             if depth == 0 and part in optional and node.get(part) is None:
-                node[part] = {}
+                node[part] = optional[part]().model_dump(mode="json")  # absent = defaults
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"{dotted}: unknown key (no section {part!r})")
             node = node[part]
