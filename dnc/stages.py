@@ -24,6 +24,7 @@ from dnc.data import (
 )
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
 from dnc.evaluation.flops import cost
+from dnc.evaluation.results import validated
 from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
 from dnc.models import get_spec, member_config
@@ -177,6 +178,7 @@ def evaluate(
         "selected_on": "val/ensemble/acc",
         "val": ckpt["val"],
     }
+    metrics = validated(metrics)  # the typed schema readers rely on
     write_json(metrics, Path(out_path))
     return metrics
 
