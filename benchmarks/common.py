@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from dnc.flops import cost
-from dnc.splitnet import SplitNet, build_splitnet
+from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.evaluation.flops import cost
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports" / "benchmarks"

@@ -23,7 +23,7 @@ from dnc import stages
 from dnc.config import load_params, parse_set
 from dnc.data import get_dataset_info
 from dnc.io import write_json
-from dnc.methods import method_info
+from dnc.methods import get_method
 from pipelines.plots import accuracy_vs_macs
 
 RUNS: dict[str, dict[str, Any]] = {
@@ -40,7 +40,7 @@ def run_one(name: str, params: Any, data_dir: Path, out: Path) -> dict[str, Any]
     result = stages.train(params, data_dir, out / "runs" / name)
     metrics = stages.evaluate(params, data_dir, out / "runs" / name, out / f"{name}.json")
     history = result.state.history  # recorded per epoch, so a resumed run keeps its times
-    extra = method_info(params, get_dataset_info(params.data.dataset))
+    extra = get_method(params.method).info(params, get_dataset_info(params.data.dataset))
     return {
         "name": name,
         "metrics": metrics,

@@ -102,11 +102,8 @@ def direct_run(out: Path) -> None:
         runner.train(params, data, model, entry_point="direct")
     with stage_work():
         metrics = runner.evaluate(params, data, model, metrics_path, entry_point="direct")
-    m, s = params.model, params.split
     with stage_work():
-        flops = stages.info(
-            m.name, s.factor, params.data.dataset, m.width, m.dropout, s.divide_weight_decay
-        )
+        flops = stages.info(params)
         write_json(flops, flops_path)
     stage_io = {
         "prepare": {"outs": [data]},

@@ -29,8 +29,8 @@ from common import (
 from common import setup as setup_device
 from torch import nn
 
-from dnc.fused import FusedSplitNet
-from dnc.parallel import ParallelSplitNet, parse_devices
+from dnc.ensemble.fused import FusedSplitNet
+from dnc.ensemble.parallel import ParallelSplitNet, parse_devices
 
 CPU_MODELS = ["small_cnn", "wide_resnet16_8"]
 CUDA_MODELS = ["small_cnn", "wide_resnet16_8", "wide_resnet28_10"]

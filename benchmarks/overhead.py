@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from common import base_parser, report
 from common import setup as setup_device
 
-from dnc import checkpoint, stages
+from dnc import stages
 from dnc.config import Params, load_params, parse_set
 from dnc.data import BatchViews, load_prepared
-from dnc.fused import execution_model
+from dnc.ensemble.fused import execution_model
 from dnc.io import derive_seed
-from dnc.losses import js_divergence
+from dnc.train import checkpoint
+from dnc.train.losses import js_divergence
 
 QUICK = {"data.train_size": 2000, "data.val_size": 500, "data.test_size": 500}
 QUIET = {

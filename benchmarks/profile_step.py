@@ -20,7 +20,7 @@ from common import setup as setup_device
 from torch.profiler import ProfilerActivity, profile
 from train_step import make_step
 
-from dnc.fused import FusedSplitNet
+from dnc.ensemble.fused import FusedSplitNet
 
 GROUPS = {  # operator-name fragment -> group, first match wins
     "convolution_backward": "conv backward",

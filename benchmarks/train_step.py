@@ -4,7 +4,7 @@
     python benchmarks/train_step.py --quick    # < 1 min smoke run on 2 cores
     python benchmarks/train_step.py --vmap --compile   # also torch.func.vmap / torch.compile
 
-A step is what `dnc.engine.train_one_epoch` does per batch: S views in, the co-training
+A step is what `dnc.train.engine.train_one_epoch` does per batch: S views in, the co-training
 loss (sum of CE + JS), backward, SGD step; AMP and channels-last inputs on CUDA as the
 engine's `train.amp` / `train.channels_last`. Writes reports/benchmarks/train_step.json.
 """
@@ -30,8 +30,8 @@ from common import setup as setup_device
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from dnc.fused import FusedSplitNet
-from dnc.tasks import CoTrainingTask
+from dnc.ensemble.fused import FusedSplitNet
+from dnc.methods.splitnet import CoTrainingTask
 
 # Batch per workload on CPU: 128 everywhere is ~25 s (WRN-16-8) and ~80 s (WRN-28-10) per
 # step on 2 cores, so the WRN rows use smaller batches there (noted in the table).

@@ -1,6 +1,8 @@
 """Strict, typed configuration: `params.yaml` sections map to frozen pydantic models.
 
-Every key is required (params.yaml is the single place defaults live), unknown keys are
+Every key of the core sections is required (params.yaml is the single place their defaults
+live); a method's own section is optional (its defaults sit beside the method, in
+`dnc/methods/<name>.py`) and validated only when that method is selected. Unknown keys are
 rejected, and every error names the dotted key, so a typo fails before any data is read.
 The dotted names (`split.factor`, `train.lr`) are the one key namespace shared by DVC
 (`dvc exp run -S`), Prefect parameters, Optuna parameter names and MLflow params.
@@ -8,18 +10,16 @@ The dotted names (`split.factor`, `train.lr`) are the one key namespace shared b
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -28,11 +28,13 @@ class ConfigError(ValueError):
     """A params file or override is invalid; the message names the dotted key."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A params section: unknown keys fail, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: str = Field(description="registry name: fashion_mnist, digits, cifar10, ...")
     # null = the dataset's default root (e.g. /usr/share/datasets/fashion-mnist).
     root: str | None
@@ -47,7 +49,7 @@ class DataConfig(_Section):
     num_workers: int = Field(ge=0)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name: str = Field(description="registered variant, e.g. small_cnn, wide_resnet28_10")
     # The family's width argument before division (WRN widen factor, ResNet base width,
     # ResNeXt cardinality, CNN channels); null = the variant's own.
@@ -55,7 +57,7 @@ class ModelConfig(_Section):
     dropout: float = Field(ge=0.0, lt=1.0)  # undivided head dropout; divided per family
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     factor: int = Field(ge=1, le=64, description="number of members S")
     ensemble: Literal["logits", "softmax", "max"]
     # Weight decay division: none (reference default), exp (wd*exp(1/S-1)), linear (wd/S).
@@ -64,7 +66,7 @@ class SplitConfig(_Section):
     execution: Literal["loop", "fused"]
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
@@ -92,16 +94,13 @@ class TrainConfig(_Section):
         return self
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     batch_size: int = Field(ge=1)
     latency_batch_sizes: list[int] = Field(min_length=1)
     latency_repeats: int = Field(ge=1)
 
 
-DEPTH_RULE = re.compile(r"^first:(\d+)$")
-
-
-def _block_indices(value: Any, what: str) -> list[int]:
+def block_indices(value: Any, what: str) -> list[int]:
     """Non-negative, distinct block indices, sorted (blocks run in network order anyway)."""
     if not isinstance(value, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value
@@ -112,88 +111,26 @@ def _block_indices(value: Any, what: str) -> list[int]:
     return sorted(value)
 
 
-def _depth_spec(value: Any) -> list[int] | str:
-    # Validated per dict value, so an error names `cooperative.depths.<name>`.
-    if isinstance(value, str):
-        if not DEPTH_RULE.match(value):
-            raise ValueError(f"expected kept block indices or 'first:K', got {value!r}")
-        return value
-    return _block_indices(value, "kept block indices (a list) or 'first:K'")
+class Params(Section):
+    """Every section training reads; the selected method's own section (if it has one) is
+    an extra attribute named like the method, validated by `params_from_dict`."""
 
+    # Extra attributes are only ever the selected method's validated section:
+    # `params_from_dict` rejects every other unknown key first.
+    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
 
-def _attach_spec(value: Any) -> list[int] | str:
-    if isinstance(value, str):
-        if value not in ("all", "auto"):
-            raise ValueError(f"expected 'all', 'auto' or block indices, got {value!r}")
-        return value
-    return _block_indices(value, "'all', 'auto' or a list of block indices")
-
-
-DepthSpec = Annotated[list[int] | str, BeforeValidator(_depth_spec)]
-AttachSpec = Annotated[list[int] | str, BeforeValidator(_attach_spec)]
-
-
-class CooperativeConfig(_Section):
-    """Cooperative learning for cost-adaptive inference (arXiv 2312.08532)."""
-
-    # Depth name -> the Teammate blocks it keeps (indices into `model.blocks`), or
-    # "first:K" = every shape-changing block plus the first K skippable blocks of each stage.
-    # The full Teammate is always there too, as depth "full".
-    depths: dict[str, DepthSpec] = Field(min_length=1)
-    leader_width: float = Field(gt=0)  # Leader = model.width x this, trained beside the team
-    temperature: float = Field(gt=0)  # of every distillation term
-    sub_ce_weight: float = Field(ge=0)  # label CE on each sub-network (0: KD only)
-    sub_weight: float = Field(ge=0)  # KD Teammate -> its own sub-networks
-    peer_weight: float = Field(ge=0)  # KD sub-networks <-> each other, across the two Teammates
-    leader_weight: float = Field(ge=0)  # KD Leader -> the two full Teammates
-    # Every KD weight ramps up linearly over this many epochs: untrained peers distilling
-    # into each other from step 0 collapsed the Teammates to constant outputs.
-    kd_warmup_epochs: float = Field(ge=0)
-    # same_depth: A's depth d <-> B's depth d (full <-> full included); all: every A network
-    # <-> every B network (each network's peer pulls are averaged).
-    peers: Literal["same_depth", "all"]
-    # shared: one augmented view for all three nets; per_net: Teammate A, B and the Leader
-    # each get their own view (a Teammate's sub-networks always see their Teammate's view).
-    views: Literal["shared", "per_net"]
-    # per_depth: each sub-network keeps its own BatchNorm running statistics (weights stay
-    # shared); shared: one set of statistics averaged over all depths.
-    bn_stats: Literal["per_depth", "shared"]
-    # Deploy the deepest sub-network whose MACs fit; null = no budget. Checked at stage start.
-    budget_macs: int | None = Field(ge=1)
-
-    @field_validator("depths")
-    @classmethod
-    def _check_names(cls, depths: dict[str, Any]) -> dict[str, Any]:
-        for name in depths:
-            if name == "full" or not name.isidentifier():
-                raise ValueError(f"depth name {name!r}: use an identifier other than 'full'")
-        return depths
-
-
-class AuxiliaryConfig(_Section):
-    """Auxiliary over-parameterisation of a compact net (arXiv 1909.02214)."""
-
-    width_factor: float = Field(ge=1)  # auxiliary path width = member width x this
-    # Compact blocks whose outputs feed the auxiliary path: all, a list of block indices, or
-    # auto = every block behind learned hierarchical (stage x block) gates.
-    attach: AttachSpec
-    aux_weight: float = Field(ge=0)  # label CE on the auxiliary head
-    kd_weight: float = Field(ge=0)  # KD auxiliary -> compact
-    kd_warmup_epochs: float = Field(ge=0)  # kd_weight ramps up linearly over these epochs
-    temperature: float = Field(gt=0)
-    gate_penalty: float = Field(ge=0)  # auto only: cost on the mean gate (sparser structure)
-
-
-class Params(_Section):
-    method: Literal["splitnet", "cooperative", "auxiliary"]
+    method: str = Field(description="registered method: python -m dnc methods")
     seed: int = Field(ge=0)
     data: DataConfig
     model: ModelConfig
     split: SplitConfig
     train: TrainConfig
     eval: EvalConfig
-    cooperative: CooperativeConfig
-    auxiliary: AuxiliaryConfig
+
+    @property
+    def method_config(self) -> Any:
+        """The selected method's validated section (None when the method has none)."""
+        return (self.__pydantic_extra__ or {}).get(self.method)
 
     def flat(self) -> dict[str, Any]:
         """Dotted-key view (`split.factor` -> 4), the namespace MLflow and Optuna use."""
@@ -217,12 +154,19 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def apply_overrides(tree: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Set dotted keys in a nested dict (copy); a path through a non-section is an error."""
+    """Set dotted keys in a nested dict (copy); a path through a non-section is an error.
+
+    A method's section may be absent (it then means the defaults): setting one of its keys
+    creates it from those defaults.
+    """
     tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain data
+    optional = method_sections()
     for dotted, value in overrides.items():
         node = tree
         parts = dotted.split(".")
-        for part in parts[:-1]:
+        for depth, part in enumerate(parts[:-1]):
+            if depth == 0 and part in optional and node.get(part) is None:
+                node[part] = optional[part]().model_dump(mode="json")  # absent = defaults
             if not isinstance(node.get(part), dict):
                 raise ConfigError(f"{dotted}: unknown key (no section {part!r})")
             node = node[part]
@@ -245,22 +189,70 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith("function-"))
 
 
-def params_from_dict(tree: Any) -> Params:
-    """Validate a nested dict; the first error names its dotted key."""
-    if not isinstance(tree, dict):
-        raise ConfigError("params: expected a mapping of sections")
+# Top-level sections that other tools own (e.g. the pipelines' `search` and `compare`);
+# they are dropped before validation. Owners declare them with `declare_sections`.
+_DECLARED_SECTIONS: set[str] = set()
+
+
+def declare_sections(*names: str) -> None:
+    """Declare top-level params sections that the caller owns and dnc does not validate."""
+    _DECLARED_SECTIONS.update(names)
+
+
+def declared_sections() -> frozenset[str]:
+    """Top-level sections declared by other tools (not training params)."""
+    return frozenset(_DECLARED_SECTIONS)
+
+
+def method_sections() -> dict[str, type[BaseModel]]:
+    """Section name -> config model of every registered method that has a section."""
+    from dnc.methods import get_method, list_methods  # lazily: methods import this module
+
+    models = {name: get_method(name).config for name in list_methods()}
+    return {name: model for name, model in models.items() if model is not None}
+
+
+def _validate(model: type[BaseModel], tree: Any, prefix: str = "") -> Any:
+    """`model.model_validate(tree)`; the first error names its dotted key."""
     try:
-        return Params.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as err:
         first = err.errors()[0]
-        key = _dotted(first["loc"]) or "params"
+        key = ".".join(p for p in (prefix, _dotted(first["loc"])) if p) or "params"
         kind = first["type"]
-        message = {
-            "missing": "missing key",
-            "extra_forbidden": "unknown key",
-        }.get(kind, first["msg"])
+        message = {"missing": "missing key", "extra_forbidden": "unknown key"}.get(
+            kind, first["msg"]
+        )
         more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
         raise ConfigError(f"{key}: {message}{more}") from None
+
+
+def params_from_dict(tree: Any, extra_sections: Iterable[str] = ()) -> Params:
+    """Validate a nested dict; the first error names its dotted key.
+
+    `extra_sections` (and `declared_sections()`) are dropped unvalidated. The selected
+    method's section is validated by its model (absent = its defaults); other methods'
+    sections are accepted and dropped; any other unknown top-level key fails.
+    """
+    if not isinstance(tree, dict):
+        raise ConfigError("params: expected a mapping of sections")
+    foreign = declared_sections() | set(extra_sections)
+    optional = method_sections()
+    core = {k: v for k, v in tree.items() if k not in foreign and k not in optional}
+    params = _validate(Params, {k: v for k, v in core.items() if k in Params.model_fields})
+    unknown = [k for k in core if k not in Params.model_fields]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key")
+    from dnc.methods import get_method
+
+    try:
+        method = get_method(params.method)
+    except ValueError as err:
+        raise ConfigError(f"method: {err}") from None
+    if method.config is None:
+        return params
+    section = _validate(method.config, tree.get(method.name) or {}, method.name)
+    return Params.model_validate({**core, method.name: section})
 
 
 def read_tree(path: str | Path) -> dict[str, Any]:
@@ -277,13 +269,12 @@ def read_tree(path: str | Path) -> dict[str, Any]:
     return tree
 
 
-def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
-    """Read, override and validate a params file."""
+def load_params(
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    extra_sections: Iterable[str] = (),
+) -> Params:
+    """Read, override and validate a params file; `extra_sections` are the caller's own
+    top-level sections (not training params), skipped like `declared_sections()`."""
     tree = read_tree(path)
-    # Sections other stages own (e.g. `search`, `compare`) are not training params.
-    tree = {k: v for k, v in tree.items() if k not in FOREIGN_SECTIONS}
-    return params_from_dict(apply_overrides(tree, overrides or {}))
-
-
-# Top-level params.yaml sections read by pipelines (DVC matrix, Optuna), not by training.
-FOREIGN_SECTIONS = frozenset({"search", "compare", "tracking"})
+    return params_from_dict(apply_overrides(tree, overrides or {}), extra_sections)

@@ -7,40 +7,48 @@ these; nothing else trains or evaluates a model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from dnc import checkpoint
 from dnc.config import ConfigError, Params
 from dnc.data import (
+    DatasetInfo,
     get_dataset_info,
     load_prepared,
     make_loaders,
     prepare_dataset,
     prepare_in_memory,
+    resolve_info,
 )
-from dnc.engine import FitResult, fit, resolve_device
-from dnc.evaluate import curve_rows, evaluate_cooperative, evaluate_splitnet
-from dnc.flops import cost
-from dnc.fused import execution_model
+from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.evaluation.flops import cost
+from dnc.evaluation.results import validated
 from dnc.io import write_json
-from dnc.methods import build_cooperative_model, build_method_task, check_method
-from dnc.models import divide_weight_decay, get_spec, member_config
-from dnc.parallel import inference_model
-from dnc.splitnet import SplitNet, build_splitnet
-from dnc.tasks import CoTrainingTask, Task
+from dnc.methods import Method, Task, get_method
+from dnc.models import get_spec, member_config
+from dnc.train import checkpoint
+from dnc.train.engine import FitResult, fit, resolve_device
+
+
+def method_of(params: Params) -> Method:
+    """The registered method `params.method` selects."""
+    return get_method(params.method)
 
 
 def check_params(params: Params) -> None:
     """Registry look-ups that pydantic cannot do; fail before any data is read."""
-    for key, lookup in (("model.name", get_spec), ("data.dataset", get_dataset_info)):
-        value = params.model.name if key == "model.name" else params.data.dataset
+    for key, lookup, value in (
+        ("model.name", get_spec, params.model.name),
+        ("data.dataset", get_dataset_info, params.data.dataset),
+        ("method", get_method, params.method),
+    ):
         try:
             lookup(value)
         except ValueError as err:
             raise ConfigError(f"{key}: {err}") from None
-    check_method(params, get_dataset_info(params.data.dataset))
+    method_of(params).check(params, get_dataset_info(params.data.dataset))
 
 
 def prepare(params: Params, out_dir: Path) -> dict:
@@ -49,40 +57,29 @@ def prepare(params: Params, out_dir: Path) -> dict:
     return prepare_dataset(params.data, Path(out_dir), params.seed)
 
 
+def dataset_dims(params: Params, num_classes: int, in_chans: int, image_size: int) -> DatasetInfo:
+    """The info of `data.dataset` with the dimensions the data actually has."""
+    info = get_dataset_info(params.data.dataset)
+    return replace(info, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
+
+
 def build_model(params: Params, num_classes: int, in_chans: int, image_size: int) -> SplitNet:
     """The S-member SplitNet of `params`, initialised from `params.seed`."""
-    torch.manual_seed(params.seed)
-    return build_splitnet(
-        params.model.name,
-        split=params.split.factor,
-        num_classes=num_classes,
-        in_chans=in_chans,
-        image_size=image_size,
-        width=params.model.width,
-        dropout=params.model.dropout,
-        divide_dropout=params.split.divide_dropout,
-        ensemble=params.split.ensemble,
-    )
+    dims = dataset_dims(params, num_classes, in_chans, image_size)
+    return get_method("splitnet").build_model(params, dims)
 
 
 def build_inference_model(
     params: Params, num_classes: int, in_chans: int, image_size: int
 ) -> torch.nn.Module:
-    """The model `params.method` deploys (and best.pt holds): the SplitNet of `build_model`,
-    or for cooperative the Teammates and Leader with their depth sub-networks."""
-    if params.method == "cooperative":
-        return build_cooperative_model(params, num_classes, in_chans, image_size)
-    return build_model(params, num_classes, in_chans, image_size)
+    """The (seeded) model `params.method` deploys and best.pt holds."""
+    dims = dataset_dims(params, num_classes, in_chans, image_size)
+    return method_of(params).build_model(params, dims)
 
 
 def build_task(params: Params, model: torch.nn.Module) -> Task:
     """The method's task module around `model`."""
-    if params.method != "splitnet":
-        return build_method_task(params, model)
-    t = params.train
-    return CoTrainingTask(
-        model, t.cot_weight, t.cot_warmup_epochs, t.mixup_alpha, t.label_smoothing
-    )
+    return method_of(params).build_task(params, model)
 
 
 def train(
@@ -99,8 +96,6 @@ def train(
     )
     info = data.info
     model = build_inference_model(params, info.num_classes, info.in_chans, info.image_size)
-    if params.method == "splitnet":  # fused: one packed net; checkpoints keep the loop layout
-        model = execution_model(model, params.split.execution)
     task = build_task(params, model)
     loaders = make_loaders(
         data,
@@ -110,9 +105,7 @@ def train(
         task.num_views,
         params.seed,
     )
-    # Cooperative nets are not divided, so their weight decay is not either.
-    members = 1 if params.method == "cooperative" else params.split.factor
-    wd = divide_weight_decay(params.train.weight_decay, members, params.split.divide_weight_decay)
+    wd = method_of(params).weight_decay(params)
     out_dir = Path(out_dir)
     write_json(params.model_dump(mode="json"), out_dir / "params.json")
     result = fit(
@@ -137,7 +130,13 @@ def load_model(
     """Rebuild the inference model of `params` and load `model_dir/best.pt` into it."""
     ckpt = checkpoint.load(Path(model_dir) / checkpoint.BEST)
     model = build_inference_model(params, num_classes, in_chans, image_size)
-    model.load_state_dict(ckpt["model_state"])
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except (KeyError, RuntimeError) as err:
+        why = str(err).strip().splitlines()[0]
+        raise checkpoint.CheckpointError(
+            f"{Path(model_dir) / checkpoint.BEST}: does not fit the model of these params ({why})"
+        ) from err
     return model, ckpt
 
 
@@ -163,84 +162,59 @@ def evaluate(
         data, params.data, params.train.batch_size, params.eval.batch_size, 1, params.seed
     )
     device = resolve_device(devices[0] if devices else params.train.device)
-    shape = (info.in_chans, info.image_size, info.image_size)
-    batches, repeats = params.eval.latency_batch_sizes, params.eval.latency_repeats
-    if params.method == "cooperative":
-        metrics = evaluate_cooperative(model, loaders.test, device, batches, repeats)
-    else:
-        model = inference_model(model, devices, params.split.execution, device)
-        metrics = evaluate_splitnet(model, loaders.test, shape, device, batches, repeats)
-        metrics["curve"] = curve_rows(metrics["prefixes"], params.method)
-    metrics["config"] = _eval_config(params, device)
-    metrics["config"]["devices"] = list(devices or [str(device)])
+    metrics = method_of(params).evaluate(params, model, loaders.test, info, device, devices)
+    metrics["config"] = {
+        "method": params.method,
+        "dataset": params.data.dataset,
+        "model": params.model.name,
+        **metrics.get("config", {}),
+        "seed": params.seed,
+        "device": str(device),
+        "flops_unit": "macs (multiply-adds)",
+        "devices": list(devices or [str(device)]),
+    }
     metrics["selection"] = {
         "best_epoch": ckpt["epoch"],
         "selected_on": "val/ensemble/acc",
         "val": ckpt["val"],
     }
+    metrics = validated(metrics)  # the typed schema readers rely on
     write_json(metrics, Path(out_path))
     return metrics
 
 
-def _eval_config(params: Params, device: torch.device) -> dict:
-    cooperative = params.method == "cooperative"  # undivided Teammates and a wider Leader
-    split = 1 if cooperative else params.split.factor
-    widths = member_config(
-        params.model.name,
-        params.model.width,
-        params.model.dropout,
-        split,
-        params.split.divide_dropout,
-    )
-    return {
-        "method": params.method,
-        "dataset": params.data.dataset,
-        "model": params.model.name,
-        "split_factor": None if cooperative else split,
-        **widths,
-        **({"leader_width": params.cooperative.leader_width} if cooperative else {}),
-        "seed": params.seed,
-        "device": str(device),
-        "flops_unit": "macs (multiply-adds)",
-    }
-
-
-def info(
-    name: str,
-    split: int,
-    dataset: str,
-    width: float | None = None,
-    dropout: float = 0.0,
-    wd_rule: str = "none",
-) -> dict:
-    """Widths, params and MACs per member, for the ensemble and for the undivided model."""
-    spec = get_spec(name)
-    ds = get_dataset_info(dataset)
+def info(params: Params) -> dict:
+    """Widths, params and MACs per member, for the ensemble and for the undivided model,
+    from the same params (and the same functions) as training, plus the method's extras."""
+    check_params(params)
+    method = method_of(params)
+    ds = resolve_info(params.data)
     shape = (ds.in_chans, ds.image_size, ds.image_size)
+    m, divide = params.model, params.split.divide_dropout
 
     def describe(s: int) -> dict:
         with torch.device("meta"):
             net = build_splitnet(
-                name,
+                m.name,
                 split=s,
                 num_classes=ds.num_classes,
                 in_chans=ds.in_chans,
                 image_size=ds.image_size,
-                width=width,
-                dropout=dropout,
+                width=m.width,
+                dropout=m.dropout,
+                divide_dropout=divide,
             )
-        members = [
-            {"index": i, **member_config(name, width, dropout, s), **cost(m, shape)}
-            for i, m in enumerate(net.members)
-        ]
-        total = {k: sum(m[k] for m in members) for k in ("params", "flops", "macs")}
+        widths = member_config(m.name, m.width, m.dropout, s, divide)
+        members = [{"index": i, **widths, **cost(x, shape)} for i, x in enumerate(net.members)]
+        total = {k: sum(x[k] for x in members) for k in ("params", "flops", "macs")}
         return {"split": s, "members": members, "ensemble": total}
 
-    divided, undivided = describe(split), describe(1)
+    divided, undivided = describe(params.split.factor), describe(1)
     return {
-        "model": name,
-        "family": spec.family,
-        "dataset": dataset,
+        "method": params.method,
+        "model": m.name,
+        "family": get_spec(m.name).family,
+        "dataset": params.data.dataset,
         "input_shape": list(shape),
         "num_classes": ds.num_classes,
         "flops_unit": "macs = multiply-adds (torch.utils.flop_counter FLOPs / 2), as the paper",
@@ -250,8 +224,9 @@ def info(
             k: divided["ensemble"][k] / undivided["ensemble"][k] for k in ("params", "macs")
         },
         "weight_decay": {
-            "base": spec.base_weight_decay,
-            "rule": wd_rule,
-            "effective": divide_weight_decay(spec.base_weight_decay, split, wd_rule),
+            "base": params.train.weight_decay,
+            "rule": params.split.divide_weight_decay,
+            "effective": method.weight_decay(params),
         },
+        **method.info(params, ds),
     }

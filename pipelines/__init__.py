@@ -15,3 +15,8 @@ for _key, _value in {
     "DVC_NO_ANALYTICS": "1",
 }.items():
     os.environ.setdefault(_key, _value)
+
+from dnc.config import declare_sections  # noqa: E402  (after the telemetry switches)
+
+# The params.yaml sections the pipelines own: the comparison matrix and the Optuna search.
+declare_sections("compare", "search")

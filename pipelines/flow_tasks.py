@@ -27,7 +27,6 @@ from dnc.config import DataConfig, Params
 from dnc.data import get_dataset_info
 from dnc.data.prepare import FORMAT as PREPARED_FORMAT
 from dnc.io import write_json
-from dnc.methods import method_info
 from pipelines import plots, runlock, runner
 from pipelines.flow_report import comparison_table, experiment_table
 
@@ -163,14 +162,7 @@ def evaluate_members(
 def count_flops(params: Params, path: Path) -> dict[str, Any]:
     """Params and MACs per member, ensemble and undivided model (+ the method's extras,
     as `python -m dnc info`) -> `path`."""
-    m, s = params.model, params.split
-    info = {
-        "method": params.method,
-        **stages.info(
-            m.name, s.factor, params.data.dataset, m.width, m.dropout, s.divide_weight_decay
-        ),
-        **method_info(params, get_dataset_info(params.data.dataset)),
-    }
+    info = stages.info(params)
     write_json(info, path)
     return info
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dnc import config
-from dnc.config import FOREIGN_SECTIONS, ConfigError, apply_overrides, params_from_dict
+from dnc.config import ConfigError, apply_overrides, params_from_dict
 
 SECTION = "compare"
 # Becomes a DVC stage suffix (`train@s4-0`) and a folder name: no `-`, `@` or `/`.
@@ -74,7 +74,7 @@ def parse_comparison(tree: dict[str, Any]) -> Comparison:
     configs = section.get("configs")
     if not isinstance(configs, dict) or not configs:
         raise ConfigError(f"{SECTION}.configs: expected a mapping name -> {{dotted.key: value}}")
-    base = {k: v for k, v in tree.items() if k not in FOREIGN_SECTIONS}
+    base = {k: v for k, v in tree.items() if k not in config.declared_sections()}
     for name, overrides in configs.items():
         _check_config(base, str(name), overrides)
     return Comparison({str(k): dict(v) for k, v in configs.items()}, list(seeds))

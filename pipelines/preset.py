@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from dnc.config import FOREIGN_SECTIONS, ConfigError, apply_overrides, params_from_dict, parse_set
+from dnc.config import ConfigError, apply_overrides, params_from_dict, parse_set
 from pipelines.matrix import SECTION, parse_comparison, read_tree
 from pipelines.report import write_text
 
@@ -46,7 +46,7 @@ def load_preset(path: Path) -> dict[str, Any]:
 
 def check_tree(tree: dict[str, Any]) -> None:
     """The whole params tree is valid: training sections and, if present, `compare`."""
-    params_from_dict({k: v for k, v in tree.items() if k not in FOREIGN_SECTIONS})
+    params_from_dict(tree)  # drops the sections the pipelines declared
     if SECTION in tree:
         parse_comparison(tree)
 

@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from dnc.config import Params
+from dnc.ensemble.splitnet import member_summary
 from dnc.io import sha256_file
-from dnc.splitnet import member_summary
+from dnc.methods import get_method
 
 RUN_ID_KEY = "mlflow_run_id"  # TrainState.extra key: the run a resumed training continues
 RUN_REF = "mlflow_run.json"  # in the run dir: the run evaluate continues (other process)
@@ -37,7 +38,7 @@ def epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def final_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """Flatten an evaluation JSON (`dnc.evaluate`, any method) into `test/...` names."""
+    """Flatten an evaluation JSON (`dnc.evaluation.evaluate`, any method) into `test/...` names."""
     out: dict[str, float] = {}
 
     def put(prefix: str, entry: dict[str, Any]) -> None:
@@ -73,11 +74,7 @@ def curve_labels(result: dict[str, Any]) -> str:
 def run_name(params: Params) -> str:
     """Default run name: `small_cnn-S2-digits`; other methods prefix themselves
     (`auxiliary-small_cnn-S1-digits`, `cooperative-small_cnn-digits`: not divided)."""
-    model, data = params.model.name, params.data.dataset
-    if params.method == "cooperative":
-        return f"cooperative-{model}-{data}"
-    name = f"{model}-S{params.split.factor}-{data}"
-    return name if params.method == "splitnet" else f"{params.method}-{name}"
+    return get_method(params.method).run_label(params)
 
 
 def config_tags(params: Params, entry_point: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dnc import stages
 from dnc.config import ConfigError, Params
-from dnc.engine import FitResult
+from dnc.train.engine import FitResult
 
 
 def tracking_enabled() -> bool:

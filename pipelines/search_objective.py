@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from dnc.config import ConfigError, Params
-from dnc.engine import DivergenceError, TrainState
+from dnc.train.engine import DivergenceError, TrainState
 from pipelines import runner
 from pipelines.run_schema import read_run_ref
 from pipelines.search_space import SearchConfig, inference_cost, over_budget

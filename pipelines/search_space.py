@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,8 @@ from pydantic import (
 )
 
 from dnc import stages
-from dnc.config import ConfigError, Params, load_params
+from dnc.config import ConfigError, Params, load_params, params_from_dict
+from dnc.methods import get_method
 
 Value = int | float | str | bool | None
 
@@ -174,7 +176,7 @@ def _set_search_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def check_space(base: Params, search: SearchConfig) -> None:
     """Every searched key exists and every end of its range is a valid params value."""
-    if base.method != "splitnet":
+    if not get_method(base.method).searchable:
         raise ConfigError("method: the search divides and co-trains; use method: splitnet")
     known = base.flat()
     for key, dim in search.space.items():
@@ -198,15 +200,14 @@ def grid(search: SearchConfig) -> list[dict[str, Value]]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _cost(model: str, split: int, dataset: str, width: float | None) -> tuple[int, int]:
-    info = stages.info(model, split, dataset, width)
+def _cost(params_json: str) -> tuple[int, int]:
+    info = stages.info(params_from_dict(json.loads(params_json)))
     return int(info["ensemble"]["macs"]), int(info["ensemble"]["params"])
 
 
 def inference_cost(params: Params) -> tuple[int, int]:
     """(MACs per image, parameters) of the S-member ensemble, counted on the meta device."""
-    p = params
-    return _cost(p.model.name, p.split.factor, p.data.dataset, p.model.width)
+    return _cost(params.model_dump_json())
 
 
 def over_budget(macs: int, n_params: int, budget: Budget) -> str | None:

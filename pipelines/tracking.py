@@ -25,10 +25,10 @@ from typing import Any
 import mlflow
 from mlflow.tracking._tracking_service import utils as mlflow_uri_state
 
-from dnc import checkpoint
 from dnc.config import Params
-from dnc.engine import FitResult, TrainState
 from dnc.stages import write_json
+from dnc.train import checkpoint
+from dnc.train.engine import FitResult, TrainState
 from pipelines import logged_model
 from pipelines import run_schema as schema
 from pipelines.tracking_store import Store, TrackingError, tracking_uri

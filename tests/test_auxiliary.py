@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from dnc import checkpoint, stages
+from dnc import stages
 from dnc.config import ConfigError
-from dnc.flops import cost, count_params
-from dnc.tasks.auxiliary import AuxiliaryTask, forward_with_features
+from dnc.evaluation.flops import cost, count_params
+from dnc.methods.auxiliary import AuxiliaryTask
+from dnc.methods.auxiliary_net import forward_with_features
+from dnc.train import checkpoint
 
 SMALL = {
     "train.epochs": 1,
@@ -117,8 +119,8 @@ def test_bad_attach_fails_at_load(aux_params):
 
 def test_info_compares_compact_and_training_params(aux_params):
     from dnc.data import get_dataset_info
-    from dnc.methods import method_info
+    from dnc.methods import get_method
 
-    info = method_info(aux_params, get_dataset_info("digits"))["auxiliary"]
+    info = get_method("auxiliary").info(aux_params, get_dataset_info("digits"))["auxiliary"]
     assert info["training_params"] == info["compact_params"] + info["auxiliary_params"]
     assert info["auxiliary_params"] > info["compact_params"]

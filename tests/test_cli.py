@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dnc import stages
-from dnc.__main__ import main
+from dnc.cli import main
 from dnc.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,9 @@ def test_info_wrn28_10_cifar100_cli():
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("split", [1, 2, 4])
-def test_info_every_model(name, split):
-    out = stages.info(name, split, "cifar100")
+def test_info_every_model(default_params, name, split):
+    overrides = {"model.name": name, "split.factor": split, "data.dataset": "cifar100"}
+    out = stages.info(default_params.with_overrides(overrides))
     assert len(out["members"]) == split
     assert out["ensemble"]["params"] > 0 and out["ensemble"]["macs"] > 0
     if split == 1:
@@ -105,3 +106,40 @@ def test_train_then_evaluate(tiny_params, tmp_path, capsys):
     assert metrics["ensemble"]["acc"] > 50  # digits: far above the 10 % chance level
     assert set(metrics["prefixes"][0]["latency_ms"]) == {"1", "8"}
     assert metrics["selection"]["selected_on"] == "val/ensemble/acc"
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["train", "--params", str(tmp_path / "nope.yaml"), "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'nope.yaml'}: params file not found"]
+    assert main(["info", "--set", "split.nope=1"]) == 2
+    assert capsys.readouterr().err.startswith("error: split.nope: unknown key")
+
+
+def test_verbose_and_dnc_debug_print_the_traceback(tmp_path, capsys, monkeypatch):
+    args = ["evaluate", "--model-dir", str(tmp_path), "--out", str(tmp_path / "m.json")]
+    monkeypatch.setattr("sys.argv", ["dnc"])
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(b"not a checkpoint")
+    tiny = [*args, "--set", "data.dataset=digits", "--set", "data.val_size=100"]
+    assert main(["-v", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and f"error: {bad}: not a readable checkpoint" in err
+    monkeypatch.setenv("DNC_DEBUG", "1")
+    assert main(tiny) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    from dnc import stages as st
+
+    monkeypatch.setattr(st, "info", lambda params: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["info"])
+
+
+def test_every_help_shows_defaults():
+    for command in ("info", "prepare", "train", "evaluate"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0 and "(default: params.yaml)" in proc.stdout, command
+    assert "(default: data/prepared)" in run_cli("prepare", "--help").stdout

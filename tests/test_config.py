@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnc.config import ConfigError, load_params, parse_set
+from dnc.config import ConfigError, load_params, params_from_dict, parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,3 +75,32 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_method_sections_are_optional_and_validated_only_when_selected(tmp_path):
+    from dnc.config import read_tree
+
+    tree = read_tree(ROOT / "params.yaml")
+    tree = {k: v for k, v in tree.items() if k not in ("search", "compare")}
+    assert "cooperative" not in tree  # params.yaml holds only the selected method's section
+    tree["cooperative"] = {"temperature": -1.0}  # invalid, but not selected: ignored
+    params = params_from_dict(tree)
+    assert params.method == "splitnet" and "cooperative" not in params.model_dump()
+    tree["method"] = "cooperative"
+    with pytest.raises(ConfigError, match=r"^cooperative\.temperature: "):
+        params_from_dict(tree)
+    del tree["cooperative"]  # missing = the section's defaults
+    assert params_from_dict(tree).method_config.peer_weight == 0.1
+    assert params_from_dict(tree).flat()["cooperative.peer_weight"] == 0.1
+
+
+def test_unknown_top_level_sections_fail_unless_declared(tmp_path):
+    from dnc.config import read_tree
+
+    tree = {k: v for k, v in read_tree(ROOT / "params.yaml").items() if k != "search"}
+    tree["tracking"] = {"uri": "x"}  # nobody owns it
+    with pytest.raises(ConfigError, match=r"^tracking: unknown key"):
+        params_from_dict(tree, extra_sections={"compare"})
+    assert params_from_dict(tree, extra_sections={"compare", "tracking"}).method == "splitnet"
+    with pytest.raises(ConfigError, match=r"^method: unknown method 'nope'"):
+        params_from_dict({**tree, "method": "nope"}, extra_sections={"compare", "tracking"})

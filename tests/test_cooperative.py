@@ -1,17 +1,21 @@
 """Cooperative learning: depth sub-networks, the distillation loss, budgets, the stages."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 
-from dnc import checkpoint, stages
+from dnc import stages
 from dnc.config import ConfigError
-from dnc.depth import FULL, resolve_plans, select_depth
-from dnc.losses import distillation_kl
-from dnc.methods import depth_costs
+from dnc.data import get_dataset_info
+from dnc.evaluation.depth import FULL, resolve_plans, select_depth
+from dnc.methods import get_method
+from dnc.methods.cooperative import CooperativeTask
+from dnc.methods.cooperative_net import CooperativeNet, build_cooperative, depth_costs
 from dnc.models import create_model
-from dnc.tasks.cooperative import CooperativeNet, CooperativeTask, build_cooperative
+from dnc.train import checkpoint
+from dnc.train.losses import distillation_kl
 
 DIGITS = {"num_classes": 10, "in_chans": 1, "image_size": 8}
 
@@ -55,7 +59,7 @@ def test_trains_and_evaluates_through_the_stages(coop_params, tmp_path):
     assert any(k.startswith("depth_stats.A_d1.") for k in keys)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "resnet20", "wide_resnet16_2"])
+@pytest.mark.parametrize("name", ["small_cnn", "bottleneck_resnet20", "wide_resnet16_2"])
 def test_subnetworks_share_weights_and_get_cheaper(coop_params, name):
     net = build(coop_params, name, width=None, depths={"shallow": "first:0"})
     teammate = net.teammates[0]
@@ -77,7 +81,9 @@ def test_subnetworks_share_weights_and_get_cheaper(coop_params, name):
 
 def test_first_k_rule_keeps_shape_changing_blocks():
     cnn = create_model("small_cnn", width=4, **DIGITS)  # R, T, R, T, R
-    resnet = create_model("resnet20", width=4, **DIGITS)  # B(proj) B B(proj) B B(proj) B
+    resnet = create_model(
+        "bottleneck_resnet20", width=4, **DIGITS
+    )  # B(proj) B B(proj) B B(proj) B
     assert resolve_plans(cnn.blocks, {"d": "first:0"}, "k")["d"] == (1, 3)
     assert resolve_plans(resnet.blocks, {"d": "first:0"}, "k")["d"] == (0, 2, 4)
     assert list(resolve_plans(cnn.blocks, {"b": [1, 2, 3], "a": [1, 3]}, "k")) == [
@@ -154,20 +160,17 @@ def test_budget_selects_the_deepest_fitting_depth(coop_params):
     assert select_depth(rows, 1000)["name"] == "c"
     with pytest.raises(ValueError, match="cheapest, 'a', needs 10"):
         select_depth(rows, 9)
-    from dnc.methods import build_cooperative_model
+    from dnc.methods.cooperative import build_cooperative_model
 
     costs = {row["name"]: row["macs"] for row in depth_costs(build(coop_params))}
     params = coop_params.with_overrides({"cooperative.budget_macs": costs["d2"] + 1})
-    net = build_cooperative_model(params, **DIGITS)
+    net = build_cooperative_model(params, replace(get_dataset_info("digits"), **DIGITS))
     assert net.deploy == "d2"
     assert net.predict(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_info_lists_depths(coop_params):
-    from dnc.data import get_dataset_info
-    from dnc.methods import method_info
-
-    info = method_info(coop_params, get_dataset_info("digits"))["cooperative"]
+    info = get_method("cooperative").info(coop_params, get_dataset_info("digits"))["cooperative"]
     assert [(d["name"], d["kept"]) for d in info["depths"]] == [
         ("d1", [1, 3]),
         ("d2", [1, 2, 3, 4]),

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from dnc.models import (
-    FAMILIES,
     create_model,
     divide_dropout,
     divide_weight_decay,
     get_spec,
     member_config,
+    registry,
     split_width,
 )
-from dnc.models.divide import DROPOUT_RULES, WIDTH_RULES
+from dnc.models.registry import get_family, list_families
+
+FAMILIES = list_families()
 
 
 def _cifar100_params(name: str, width: float | None = None) -> int:
@@ -37,8 +40,8 @@ def _divided_total(name: str, split: int) -> int:
         ("wide_resnet28_10", 36.5),
         ("wide_resnet16_8", 11.0),
         ("wide_resnet40_10", 55.9),
-        ("resnet110", 1.17),
-        ("resnet164", 1.73),
+        ("bottleneck_resnet110", 1.17),
+        ("bottleneck_resnet164", 1.73),
         ("resnext29_8x64d", 34.5),
     ],
 )
@@ -57,7 +60,7 @@ def test_wrn28_10_divided_in_four_keeps_the_budget() -> None:
     [
         ("wide_resnet28_10", {1: 10, 2: 7, 4: 5}),
         ("wide_resnet16_8", {1: 8, 2: 6, 4: 4}),
-        ("resnet110", {1: 16, 2: 12, 4: 8, 8: 6, 16: 4}),
+        ("bottleneck_resnet110", {1: 16, 2: 12, 4: 8, 8: 6, 16: 4}),
         ("resnext29_8x64d", {1: 8, 2: 4, 4: 2, 8: 1, 16: 1}),
         ("small_cnn", {1: 32, 2: 23, 4: 16, 8: 11}),
     ],
@@ -72,14 +75,19 @@ def test_family_name_works_like_model_name() -> None:
     assert split_width("resnet_cifar", 16, 8) == 6
 
 
-@pytest.mark.parametrize("name", ["wide_resnet28_10", "resnet110", "resnext29_8x64d", "small_cnn"])
+@pytest.mark.parametrize(
+    "name", ["wide_resnet28_10", "bottleneck_resnet110", "resnext29_8x64d", "small_cnn"]
+)
 @pytest.mark.parametrize("width", [7.5, 10.0, 24.3])
 def test_split_one_returns_width_exactly(name: str, width: float) -> None:
     assert split_width(name, width, 1) == width
 
 
-def test_every_family_has_rules() -> None:
-    assert set(WIDTH_RULES) == set(FAMILIES) == set(DROPOUT_RULES)
+def test_every_family_registered_its_rule() -> None:
+    # One family per model module, each registering its own divide rule.
+    assert set(FAMILIES) == {"resnet_cifar", "resnext", "small_cnn", "wide_resnet"}
+    for family in FAMILIES:
+        assert get_family(family).split_width(16.0, 4) < 16.0
 
 
 def test_weight_decay_rules() -> None:
@@ -99,7 +107,8 @@ def test_dropout_divides_linearly(family: str) -> None:
 
 
 def test_sqrt_dropout_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(DROPOUT_RULES, "small_cnn", "sqrt")
+    sqrt = replace(get_family("small_cnn"), dropout_rule="sqrt")
+    monkeypatch.setitem(registry._FAMILIES, "small_cnn", sqrt)
     assert divide_dropout("small_cnn", 0.4, 4) == pytest.approx(0.2)
     assert divide_dropout("small_cnn", 0.4, 2) == pytest.approx(0.4 / math.sqrt(2))
 

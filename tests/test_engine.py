@@ -3,8 +3,9 @@ import copy
 import pytest
 import torch
 
-from dnc import checkpoint, stages
-from dnc.engine import DivergenceError
+from dnc import stages
+from dnc.train import checkpoint
+from dnc.train.engine import DivergenceError
 
 
 class StopAfter:

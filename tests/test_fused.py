@@ -8,19 +8,22 @@ import pytest
 import torch
 from torch import nn
 
-from dnc import checkpoint, stages
-from dnc.__main__ import build_parser
-from dnc.fused import FusedSplitNet, UnsupportedModuleError, execution_model
-from dnc.models import FAMILIES, get_spec
-from dnc.parallel import ParallelSplitNet, member_groups, parse_devices
-from dnc.splitnet import SplitNet, build_splitnet
-from dnc.tasks import CoTrainingTask
+from dnc import stages
+from dnc.cli import build_parser
+from dnc.ensemble.fused import FusedSplitNet, UnsupportedModuleError, execution_model
+from dnc.ensemble.parallel import ParallelSplitNet, member_groups, parse_devices
+from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.methods.splitnet import CoTrainingTask
+from dnc.models import get_spec
+from dnc.models.registry import list_families
+from dnc.train import checkpoint
 
 # The smallest variant of every family: (name, width, image size, channels).
 TINY_VARIANTS = [
     ("small_cnn", 8, 20, 1),
     ("wide_resnet10_2", 1, 8, 3),
-    ("resnet20", 8, 8, 3),
+    ("bottleneck_resnet20", 8, 8, 3),
+    ("basic_resnet20", 8, 8, 3),
     ("resnext11_4x4d", 4, 8, 3),
 ]
 BATCH = 4
@@ -48,7 +51,7 @@ def assert_close_tree(got: dict, want: dict, rtol: float) -> None:
 
 
 def test_tiny_variants_cover_every_family():
-    assert {get_spec(name).family for name, *_ in TINY_VARIANTS} == set(FAMILIES)
+    assert {get_spec(name).family for name, *_ in TINY_VARIANTS} == set(list_families())
 
 
 @pytest.mark.parametrize("split", [2, 4])
@@ -181,7 +184,7 @@ def test_member_groups_and_devices():
 
 @pytest.mark.parametrize("execution", ["fused", "loop"])
 def test_two_cpu_devices_run_members_concurrently(execution):
-    net = tiny_net("resnet20", 8, 8, 3, 4).eval()
+    net = tiny_net("bottleneck_resnet20", 8, 8, 3, 4).eval()
     parallel = ParallelSplitNet(net, parse_devices("cpu,cpu"), execution).eval()
     assert len(parallel.groups) == 2 and parallel.to("cpu") is parallel
     # Each group waits for the other to start: run one after the other, they would time out.

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnc.losses import cot_weight_at, ensemble_log_probs, js_divergence
+from dnc.train.losses import cot_weight_at, ensemble_log_probs, js_divergence
 
 
 def test_js_zero_for_identical_members():

@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from dnc.__main__ import main
-from dnc.evaluate import curve_rows, evaluate_splitnet
-from dnc.splitnet import build_splitnet
+from dnc.cli import main
+from dnc.ensemble.splitnet import build_splitnet
+from dnc.evaluation.evaluate import curve_rows, evaluate_splitnet
 
 
 def test_splitnet_evaluation_has_the_uniform_curve():
@@ -25,7 +25,7 @@ def test_splitnet_evaluation_has_the_uniform_curve():
             prefix["params"],
             prefix["acc"],
         )
-    assert curve_rows(metrics["prefixes"][:1], "auxiliary")[0]["label"] == "compact"
+    assert curve_rows(metrics["prefixes"][:1], "auxiliary", "compact")[0]["label"] == "compact"
 
 
 def test_info_cli_shows_the_method_extras(capsys):

@@ -7,15 +7,17 @@ import torch
 from torch import nn
 
 from dnc.models import (
-    FAMILIES,
     create_model,
     get_spec,
     list_models,
     member_config,
     register_model,
 )
+from dnc.models.registry import list_families
 
-TINY = ["small_cnn", "wide_resnet16_2", "resnet20", "resnext11_4x4d"]
+FAMILIES = list_families()
+
+TINY = ["small_cnn", "wide_resnet16_2", "bottleneck_resnet20", "basic_resnet20", "resnext11_4x4d"]
 LARGE_PARAMS = 20e6  # above this a CPU forward/backward takes about a second: marked slow
 
 
@@ -120,7 +122,9 @@ def test_unknown_model_is_a_clear_error() -> None:
 def test_registry_contents() -> None:
     names = list_models()
     assert names == sorted(names)
-    assert {"small_cnn", "wide_resnet28_10", "resnet110", "resnext29_8x64d"} <= set(names)
+    assert {"small_cnn", "wide_resnet28_10", "bottleneck_resnet110", "resnext29_8x64d"} <= set(
+        names
+    )
     for name in names:
         spec = get_spec(name)
         assert spec.name == name and spec.family in FAMILIES
@@ -130,7 +134,9 @@ def test_registry_contents() -> None:
 
 def test_duplicate_registration_rejected() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        register_model("small_cnn", "small_cnn", 32, 5e-4, "dup")(lambda **kw: nn.Identity())
+        register_model("small_cnn", 32, 5e-4, "dup", family="small_cnn")(
+            lambda **kw: nn.Identity()
+        )
 
 
 def test_width_default_float_and_dropout() -> None:
@@ -146,9 +152,44 @@ def test_width_default_float_and_dropout() -> None:
 
 
 def test_init() -> None:
-    model = _build("resnet20", split=1)
+    model = _build("bottleneck_resnet20", split=1)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             assert torch.all(module.weight == 1) and torch.all(module.bias == 0)
         if isinstance(module, nn.Linear):
             assert torch.all(module.bias == 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "millions"),
+    # He et al. 2016 (CIFAR-10, Table 6): 0.27 M, 0.85 M, 1.7 M. The 1x1 projection
+    # shortcuts used here (option B, for the packed execution) add ~1%.
+    [("basic_resnet20", 0.27), ("basic_resnet56", 0.85), ("basic_resnet110", 1.7)],
+)
+def test_basic_resnets_match_the_literature(name: str, millions: float) -> None:
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10, in_chans=3, image_size=32)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == pytest.approx(millions * 1e6, rel=0.025)
+    # 3 stages x n basic blocks, depth 6n + 2; 16/32/64 channels.
+    depth = int(name.removeprefix("basic_resnet"))
+    assert len(model.blocks) == 3 * (depth - 2) // 6
+    assert model.num_features == 64
+
+
+def test_old_bottleneck_names_warn_and_still_build() -> None:
+    with pytest.warns(DeprecationWarning, match="bottleneck_resnet110"):
+        spec = get_spec("resnet110")
+    assert spec.name == "bottleneck_resnet110"
+    assert "resnet110" not in list_models()
+
+
+def test_registration_checks_the_backbone_contract() -> None:
+    class NoBlocks(nn.Module):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__()
+            self.stem = nn.Identity()
+
+    with pytest.raises(TypeError, match="blocks"):
+        register_model("no_blocks", 1, 5e-4, "broken", family="small_cnn")(NoBlocks)
+    assert "no_blocks" not in list_models()

@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT, TINY
 
 from dnc.config import apply_overrides, load_params
-from dnc.engine import FitResult, TrainState
+from dnc.train.engine import FitResult, TrainState
 from pipelines.__main__ import main
 from pipelines.search_space import inference_cost, load_search
 from pipelines.search_study import final_trials

@@ -26,6 +26,7 @@ from dnc.data.registry import (
     get_dataset_info,
     list_datasets,
     load_raw,
+    resolve_info,
 )
 from dnc.data.views import (
     Loaders,
@@ -52,6 +53,7 @@ __all__ = [
     "list_datasets",
     "load_prepared",
     "load_raw",
+    "resolve_info",
     "make_loaders",
     "prepare_dataset",
     "prepare_in_memory",

@@ -140,6 +140,28 @@ def load_raw(cfg: DataConfig, image_size: int | None = None) -> RawSplits:
     return _LOADERS[cfg.dataset](info, root, cfg.download)
 
 
+def resolve_info(cfg: DataConfig) -> DatasetInfo:
+    """The dataset's info as training will see it: imagefolder's class count (its
+    train/<class>/ folders) and image side (`data.image_size`), the registry's otherwise."""
+    info = get_dataset_info(cfg.dataset)
+    if cfg.dataset != "imagefolder":
+        return info
+    if cfg.root is None:
+        raise DatasetNotFoundError(f"imagefolder: data.root is not set; {info.how_to_get}")
+    train = _root(info, cfg) / "train"
+    classes = _class_names(info, train)
+    return replace(info, num_classes=len(classes), image_size=cfg.image_size or info.image_size)
+
+
+def _class_names(info: DatasetInfo, train: Path) -> list[str]:
+    if not train.is_dir():
+        raise _missing(info, train)
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir())
+    if not classes:
+        raise _missing(info, train / "<class>")
+    return classes
+
+
 def _root(info: DatasetInfo, cfg: DataConfig) -> Path:
     if cfg.root is not None:
         return Path(cfg.root).expanduser()
@@ -237,9 +259,7 @@ def _load_imagefolder(info: DatasetInfo, root: Path) -> RawSplits:
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise _missing(info, root / split)
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if not classes:
-        raise _missing(info, root / "train" / "<class>")
+    classes = _class_names(info, root / "train")
     train = read_image_split(root / "train", classes, info.image_size)
     test = read_image_split(root / "val", classes, info.image_size)
     return _splits(replace(info, num_classes=len(classes)), train, test)

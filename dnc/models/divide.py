@@ -2,17 +2,15 @@
 
 The paper (SplitNet, arXiv 2011.14660) keeps the total cost of S members close to the one
 network's by dividing width so parameters fall by about 1/S per member. The exact integer
-rule differs per family (see `split_width`); stems, shortcuts and heads may stay wide, so
-S > 1 totals can be slightly above the S = 1 count.
+rule differs per family: each family module registers its own (`register_family`).
+Stems, shortcuts and heads may stay wide, so S > 1 totals can be slightly above the S = 1 count.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
-from dnc.models.layers import round_channels
-from dnc.models.registry import FAMILIES, get_spec
+from dnc.models.registry import Family, get_family, get_spec, list_families
 
 
 def _check_split(split: int) -> None:
@@ -20,51 +18,14 @@ def _check_split(split: int) -> None:
         raise ValueError(f"split must be an integer >= 1, got {split!r}")
 
 
-def _wrn_widen_factor(k: float, split: int) -> float:
-    # Reference rule: int(max(k / sqrt(S) + 0.4, 1)); WRN-28-10 -> 10 / 7 / 5 for S = 1 / 2 / 4.
-    return float(int(max(k / math.sqrt(split) + 0.4, 1.0)))
-
-
-def _resnet_base_width(width: float, split: int) -> float:
-    # Nearest even number to w / sqrt(S) reproduces the paper's 16 -> 12 / 8 / 6 / 4 for
-    # S = 2 / 4 / 8 / 16 (plain rounding gives 11 at S = 2; ceil also fits but biases up).
-    return float(max(1, 2 * math.floor(width / (2 * math.sqrt(split)) + 0.5)))
-
-
-def _resnext_cardinality(cardinality: float, split: int) -> float:
-    # Cardinality divides linearly: each group keeps its width, so members have C / S groups.
-    return float(round_channels(cardinality / split))
-
-
-def _cnn_channels(width: float, split: int) -> float:
-    # Parameters scale with width^2, so w / sqrt(S) gives each member about 1/S of them.
-    return float(round_channels(width / math.sqrt(split)))
-
-
-WIDTH_RULES: dict[str, Callable[[float, int], float]] = {
-    "wide_resnet": _wrn_widen_factor,
-    "resnet_cifar": _resnet_base_width,
-    "resnext": _resnext_cardinality,
-    "small_cnn": _cnn_channels,
-}
-
-# How head dropout divides: "linear" = p / S (ResNet/WRN reference code), "sqrt" = p / sqrt(S)
-# (the paper's rule for SENet/EfficientNet-style blocks, drop-path and ShakeDrop).
-DROPOUT_RULES: dict[str, str] = {
-    "wide_resnet": "linear",
-    "resnet_cifar": "linear",
-    "resnext": "linear",
-    "small_cnn": "linear",
-}
-
 WEIGHT_DECAY_RULES = ("none", "exp", "linear")
 
 
-def _family(name_or_family: str) -> str:
-    """A family name as given, or the family of a registered model name."""
-    if name_or_family in FAMILIES:
-        return name_or_family
-    return get_spec(name_or_family).family
+def _family(name_or_family: str) -> Family:
+    """The family of that name, or the family of a registered model name."""
+    if name_or_family in list_families():
+        return get_family(name_or_family)
+    return get_family(get_spec(name_or_family).family)
 
 
 def split_width(name_or_family: str, width: float, split: int) -> float:
@@ -77,18 +38,18 @@ def split_width(name_or_family: str, width: float, split: int) -> float:
         raise ValueError(f"width must be positive, got {width}")
     if split == 1:
         return width
-    return WIDTH_RULES[_family(name_or_family)](width, split)
+    return _family(name_or_family).split_width(width, split)
 
 
 def divide_dropout(family: str, p: float, split: int) -> float:
-    """Member dropout: p / S for the ResNet-style families here, p / sqrt(S) where tabled so.
+    """Member dropout: p / S or p / sqrt(S), as the family registered (`dropout_rule`).
 
     `family` may also be a registered model name.
     """
     _check_split(split)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {p}")
-    rule = DROPOUT_RULES[_family(family)]
+    rule = _family(family).dropout_rule
     return p / split if rule == "linear" else p / math.sqrt(split)
 
 

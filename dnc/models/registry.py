@@ -1,19 +1,36 @@
-"""Model registry: variants are registered by name and built through `create_model`.
+"""Model registry: families register their divide rule, variants register by name.
 
-Each family module decorates one small builder per variant with `@register_model`; the
-variant name encodes its shape (`wide_resnet28_10`), so configs only ever name a model.
+A family is one module under `dnc/models/`; it calls `register_family(...)` once with its
+divide rule, then decorates one small builder per variant with `@register_model`. The
+family is the module's name (as timm infers it), so adding a family is adding one file.
+Each variant is built once (at width 1) at registration and checked against the
+Backbone contract the methods rely on. Configs only ever name a variant (`wide_resnet28_10`).
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
-FAMILIES = ("small_cnn", "wide_resnet", "resnet_cifar", "resnext")
-
 Builder = Callable[..., nn.Module]
+WidthRule = Callable[[float, int], float]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family and its divide rule."""
+
+    name: str
+    # (undivided width, S) -> member width, for S >= 2.
+    split_width: WidthRule
+    # How head dropout divides: "linear" = p / S (ResNet/WRN reference code), "sqrt" =
+    # p / sqrt(S) (the paper's rule for SENet/EfficientNet-style blocks and drop-path).
+    dropout_rule: Literal["linear", "sqrt"]
 
 
 @dataclass(frozen=True)
@@ -31,45 +48,130 @@ class ModelSpec:
     description: str
 
 
+_FAMILIES: dict[str, Family] = {}
 _REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}  # deprecated name -> current name
+
+
+def _caller_module() -> str:
+    return sys._getframe(2).f_globals.get("__name__", "__main__")  # register_family's caller
+
+
+def family_of_module(module: str) -> str:
+    """The family a module registers: its last dotted component (`dnc.models.resnext`)."""
+    return module.rsplit(".", 1)[-1]
+
+
+def register_family(
+    split_width: WidthRule,
+    dropout_rule: Literal["linear", "sqrt"] = "linear",
+    name: str | None = None,
+) -> Family:
+    """Register the calling module's family (or `name`) with its divide rule."""
+    if dropout_rule not in ("linear", "sqrt"):
+        raise ValueError(f"dropout_rule must be 'linear' or 'sqrt', got {dropout_rule!r}")
+    family = Family(name or family_of_module(_caller_module()), split_width, dropout_rule)
+    if family.name in _FAMILIES:
+        raise ValueError(f"family {family.name!r} is already registered")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def list_families() -> list[str]:
+    """Names of all registered families, sorted."""
+    return sorted(_FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    """The family registered as `name`; ValueError listing the choices otherwise."""
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        choices = ", ".join(list_families())
+        raise ValueError(f"unknown family {name!r}; choose one of: {choices}") from None
+
+
+def check_backbone(model: nn.Module, name: str) -> None:
+    """The contract every method relies on; TypeError naming what `name` lacks.
+
+    `stem` then `blocks` (an nn.Sequential whose blocks each say `skippable`), then a
+    `head` whose `fc` is the nn.Linear classifier, and `input_size` (C, H, W).
+    """
+    problems = []
+    if not isinstance(getattr(model, "stem", None), nn.Module):
+        problems.append("a `stem` module")
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.Sequential) or len(blocks) == 0:
+        problems.append("a non-empty nn.Sequential `blocks`")
+    elif not all(isinstance(getattr(b, "skippable", None), bool) for b in blocks):
+        problems.append("a boolean `skippable` on every block")
+    if not isinstance(getattr(getattr(model, "head", None), "fc", None), nn.Linear):
+        problems.append("`head.fc`, an nn.Linear")
+    size = getattr(model, "input_size", None)
+    if not (isinstance(size, tuple) and len(size) == 3):
+        problems.append("`input_size` = (C, H, W)")
+    if problems:
+        raise TypeError(
+            f"model {name!r} breaks the Backbone contract: needs {', '.join(problems)}"
+        )
 
 
 def register_model(
     name: str,
-    family: str,
     default_width: float,
     base_weight_decay: float,
     description: str,
+    family: str | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator registering `builder` under `name`; a duplicate name is an error."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    """Decorator registering `builder` as variant `name` of its module's family.
+
+    The family (default: the builder's module name) must be registered first; the variant
+    is built once, tiny, and must satisfy the Backbone contract.
+    """
     if default_width <= 0:
         raise ValueError(f"default_width must be positive, got {default_width}")
 
     def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY:
+        fam = get_family(family or family_of_module(builder.__module__)).name
+        if name in _REGISTRY or name in _ALIASES:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(
-            name=name,
-            family=family,
-            default_width=float(default_width),
-            base_weight_decay=base_weight_decay,
-            builder=builder,
-            description=description,
-        )
+        spec = ModelSpec(name, fam, float(default_width), base_weight_decay, builder, description)
+        # Width 1 on tiny inputs: the same module layout as any width, built in milliseconds
+        # (a meta-device context would import torch's compiler stack, ~2 s per process).
+        model = builder(num_classes=2, in_chans=1, image_size=8, width=1.0, dropout=0.0)
+        check_backbone(model, name)
+        _REGISTRY[name] = spec
         return builder
 
     return decorate
 
 
+def register_alias(old: str, new: str) -> None:
+    """Keep `old` working as a deprecated name of the registered variant `new`."""
+    get_spec(new)
+    if old in _REGISTRY or old in _ALIASES:
+        raise ValueError(f"model {old!r} is already registered")
+    _ALIASES[old] = new
+
+
 def list_models() -> list[str]:
-    """Names of all registered variants, sorted."""
+    """Names of all registered variants (not the deprecated aliases), sorted."""
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec registered under `name`; ValueError listing the choices otherwise."""
+    """The spec registered under `name`; ValueError listing the choices otherwise.
+
+    A deprecated alias warns (DeprecationWarning) and returns its new variant's spec.
+    """
+    if name in _ALIASES:
+        new = _ALIASES[name]
+        warnings.warn(
+            f"model {name!r} is deprecated; it is {new!r} (a bottleneck net)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        name = new
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -22,7 +22,7 @@ from dnc.models.layers import (
     conv3x3,
     round_channels,
 )
-from dnc.models.registry import register_model
+from dnc.models.registry import register_family, register_model
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -94,9 +94,16 @@ class ResNeXtCifar(Backbone):
         self.init_weights()
 
 
+def split_cardinality(cardinality: float, split: int) -> float:
+    """Member cardinality C / S: each group keeps its width, so members have C / S groups."""
+    return float(round_channels(cardinality / split))
+
+
+register_family(split_cardinality, dropout_rule="linear")  # head dropout p / S
+
+
 @register_model(
     "resnext11_4x4d",
-    "resnext",
     4,
     5e-4,
     "tiny ResNeXt-11 4x4d (stem 64 = stage-1 output) for tests",
@@ -110,13 +117,13 @@ def resnext11_4x4d(**kwargs: Any) -> ResNeXtCifar:
     return ResNeXtCifar(11, 4, stem_channels=64, stage_channels=64, **kwargs)
 
 
-@register_model("resnext29_8x64d", "resnext", 8, 5e-4, "ResNeXt-29 8x64d, paper 34.5 M")
+@register_model("resnext29_8x64d", 8, 5e-4, "ResNeXt-29 8x64d, paper 34.5 M")
 def resnext29_8x64d(**kwargs: Any) -> ResNeXtCifar:
     """ResNeXt-29 with cardinality 8 and 64 channels per group."""
     return ResNeXtCifar(29, 64, **kwargs)
 
 
-@register_model("resnext29_16x64d", "resnext", 16, 5e-4, "ResNeXt-29 16x64d")
+@register_model("resnext29_16x64d", 16, 5e-4, "ResNeXt-29 16x64d")
 def resnext29_16x64d(**kwargs: Any) -> ResNeXtCifar:
     """ResNeXt-29 with cardinality 16 and 64 channels per group."""
     return ResNeXtCifar(29, 64, **kwargs)

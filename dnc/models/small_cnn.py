@@ -7,6 +7,7 @@ transitions. Division shrinks every channel count: w -> round(w / sqrt(S)), at l
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnc.models.layers import Backbone, ClassifierHead, check_input_dims, conv3x3, round_channels
-from dnc.models.registry import register_model
+from dnc.models.registry import register_family, register_model
 
 
 class ResidualBlock(nn.Module):
@@ -80,7 +81,16 @@ class SmallCNN(Backbone):
         self.init_weights()
 
 
-@register_model("small_cnn", "small_cnn", 32, 5e-4, "small residual CNN (default model)")
+def split_channels(width: float, split: int) -> float:
+    """Member base channels w / sqrt(S): parameters scale with width^2, so each member
+    gets about 1/S of them."""
+    return float(round_channels(width / math.sqrt(split)))
+
+
+register_family(split_channels, dropout_rule="linear")  # head dropout p / S
+
+
+@register_model("small_cnn", 32, 5e-4, "small residual CNN (default model)")
 def small_cnn(**kwargs: Any) -> SmallCNN:
     """Small residual CNN, base width 32 by default."""
     return SmallCNN(**kwargs)

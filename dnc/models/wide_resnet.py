@@ -6,6 +6,7 @@ WRN-d-k: a 16-channel stem, then three groups of n = (d - 4) / 6 basic blocks wi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from dnc.models.layers import (
     conv3x3,
     round_channels,
 )
-from dnc.models.registry import register_model
+from dnc.models.registry import register_family, register_model
 
 STEM_CHANNELS = 16  # fixed under division (paper rule)
 
@@ -86,33 +87,42 @@ class WideResNet(Backbone):
         self.init_weights()
 
 
-@register_model(
-    "wide_resnet10_2", "wide_resnet", 2, 5e-4, "tiny WRN-10-2 for tests; no skippable block"
-)
+def split_widen_factor(k: float, split: int) -> float:
+    """Member widen factor: the reference rule int(max(k / sqrt(S) + 0.4, 1)).
+
+    WRN-28-10 -> 10 / 7 / 5 for S = 1 / 2 / 4.
+    """
+    return float(int(max(k / math.sqrt(split) + 0.4, 1.0)))
+
+
+register_family(split_widen_factor, dropout_rule="linear")  # head dropout p / S
+
+
+@register_model("wide_resnet10_2", 2, 5e-4, "tiny WRN-10-2 for tests; no skippable block")
 def wide_resnet10_2(**kwargs: Any) -> WideResNet:
     """WRN-10-2: one block per group, so every block changes shape."""
     return WideResNet(10, **kwargs)
 
 
-@register_model("wide_resnet16_2", "wide_resnet", 2, 5e-4, "tiny WRN-16-2 for tests")
+@register_model("wide_resnet16_2", 2, 5e-4, "tiny WRN-16-2 for tests")
 def wide_resnet16_2(**kwargs: Any) -> WideResNet:
     """WRN-16-2: two blocks per group, the smallest WRN with skippable blocks."""
     return WideResNet(16, **kwargs)
 
 
-@register_model("wide_resnet16_8", "wide_resnet", 8, 1e-4, "WRN-16-8, paper 11.0 M on CIFAR-100")
+@register_model("wide_resnet16_8", 8, 1e-4, "WRN-16-8, paper 11.0 M on CIFAR-100")
 def wide_resnet16_8(**kwargs: Any) -> WideResNet:
     """WRN-16-8 (paper base weight decay 1e-4)."""
     return WideResNet(16, **kwargs)
 
 
-@register_model("wide_resnet28_10", "wide_resnet", 10, 5e-4, "WRN-28-10, paper 36.5 M")
+@register_model("wide_resnet28_10", 10, 5e-4, "WRN-28-10, paper 36.5 M")
 def wide_resnet28_10(**kwargs: Any) -> WideResNet:
     """WRN-28-10, the paper's main CIFAR model."""
     return WideResNet(28, **kwargs)
 
 
-@register_model("wide_resnet40_10", "wide_resnet", 10, 5e-4, "WRN-40-10, paper 55.9 M")
+@register_model("wide_resnet40_10", 10, 5e-4, "WRN-40-10, paper 55.9 M")
 def wide_resnet40_10(**kwargs: Any) -> WideResNet:
     """WRN-40-10."""
     return WideResNet(40, **kwargs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from dnc.losses import EnsembleHow, ensemble_log_probs
 from dnc.models import create_model, get_spec, member_config
+from dnc.train.losses import EnsembleHow, ensemble_log_probs
 
 
 class SplitNet(nn.Module):

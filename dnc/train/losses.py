@@ -79,3 +79,15 @@ def distillation_kl(student: Tensor, teacher: Tensor, temperature: float) -> Ten
     log_teacher = F.log_softmax(teacher.detach().float() / t, dim=-1)
     kl = F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
     return kl * (t * t)
+
+
+def draw_mixup(
+    views: Tensor, targets: Tensor, alpha: float
+) -> tuple[Tensor, tuple[Tensor, float] | None]:
+    """Mixup drawn once per batch and shared by all views (paper: alpha 0.2 on CIFAR)."""
+    if alpha <= 0:
+        return views, None
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(targets.shape[0], device=targets.device)
+    mixed = lam * views + (1.0 - lam) * views[:, perm]  # (V, B, C, H, W)
+    return mixed, (targets[perm], lam)

@@ -13,18 +13,20 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from dnc import checkpoint
 from dnc.config import TrainConfig
-from dnc.losses import EnsembleHow, ensemble_log_probs
-from dnc.schedule import build_scheduler
-from dnc.tasks.base import Task
+from dnc.train import checkpoint
+from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.progress import batch_bar, progress_callbacks
+from dnc.train.schedule import build_scheduler
+
+if TYPE_CHECKING:  # the methods import the engine's scoring; typing only here
+    from dnc.methods.base import Task
 
 
 class DivergenceError(RuntimeError):
@@ -110,14 +112,7 @@ def train_one_epoch(
     sums: dict[str, Tensor] = {}
     seen = 0
     start = time.perf_counter()
-    bar = tqdm(
-        batches,
-        total=steps_per_epoch,
-        desc=f"epoch {epoch}",
-        disable=not cfg.progress,
-        leave=False,
-        dynamic_ncols=True,
-    )
+    bar = batch_bar(batches, steps_per_epoch, f"epoch {epoch}", cfg.progress)
     for step, (views, targets) in enumerate(bar):
         views = views.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -259,7 +254,7 @@ def fit(
     if resume and last_path.is_file():
         state = _restore(last_path, task, optimizer, scheduler, scaler, device)
     resumed_from = state.epoch
-    events = CallbackList(callbacks)
+    events = CallbackList([*callbacks, *progress_callbacks(cfg.progress, cfg.epochs)])
     events("on_fit_start", state)
     try:
         for epoch in range(state.epoch + 1, cfg.epochs):

@@ -9,13 +9,16 @@ Used by cooperative learning (arXiv 2312.08532), where each Teammate yields seve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from dnc.config import DEPTH_RULE
+# "first:K": every shape-changing block plus the first K skippable blocks of each stage.
+DEPTH_RULE = re.compile(r"^first:(\d+)$")
+
 
 FULL = "full"  # the name of the whole network among the depths
 

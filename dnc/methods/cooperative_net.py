@@ -1,7 +1,7 @@
 """Cooperative learning for cost-adaptive inference (Fang, Bradford, Kim; arXiv 2312.08532).
 
 Two Teammate nets and one wider Leader net are trained at once ("package deal"). Each
-Teammate yields sub-networks of several depths that share its weights (`dnc.depth`); the
+Teammate yields sub-networks of several depths that share its weights (`dnc.evaluation.depth`); the
 loss distils the Teammate into its sub-networks, the two teams' sub-networks into each
 other, and the Leader into the Teammates. At run time the deepest sub-network that fits a
 cost budget is deployed. The exact weighting choices are in docs/methods.md.
@@ -9,15 +9,14 @@ cost budget is deployed. The exact weighting choices are in docs/methods.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import product
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnc.config import CooperativeConfig
-from dnc.depth import (
+from dnc.evaluation.depth import (
     FULL,
     DepthStats,
     SubNetwork,
@@ -25,11 +24,14 @@ from dnc.depth import (
     forward_depths,
     resolve_plans,
 )
-from dnc.flops import cost
-from dnc.losses import EnsembleHow, cot_weight_at, distillation_kl, mixed_cross_entropy
+from dnc.evaluation.evaluate import median_latency_ms
+from dnc.evaluation.flops import cost
 from dnc.models import create_model, get_spec
-from dnc.tasks.base import Task
-from dnc.tasks.cotrain import draw_mixup
+from dnc.train.engine import collect_logits, score
+from dnc.train.losses import EnsembleHow
+
+if TYPE_CHECKING:
+    from dnc.methods.cooperative import CooperativeConfig
 
 TEAMS = ("A", "B")
 
@@ -133,82 +135,97 @@ def depth_costs(net: CooperativeNet) -> list[dict]:
     ]
 
 
-def peer_pairs(num_depths: int, peers: str) -> list[tuple[int, int]]:
-    """(A depth, B depth) index pairs that distil into each other."""
-    if peers == "same_depth":
-        return [(d, d) for d in range(num_depths)]
-    return list(product(range(num_depths), repeat=2))
-
-
-class CooperativeTask(Task):
-    """Loss = CE(A, B, Leader) + sub_ce * CE(sub-networks) + sub * KD(Teammate -> subs)
-    + peer * KD(A's nets <-> B's nets) + leader * KD(Leader -> A, B).
-
-    Every term is summed over its networks or (teacher, student) pairs, as SplitNet sums
-    its members' cross-entropies; a peer pair counts both directions, and with `peers: all`
-    the peer term is divided by the number of peers each network has.
-    """
-
-    def __init__(
-        self,
-        model: CooperativeNet,
-        cfg: CooperativeConfig,
-        mixup_alpha: float = 0.0,
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.cfg = cfg
-        self.num_views = 3 if cfg.views == "per_net" else 1
-        self.mixup_alpha = mixup_alpha
-        self.label_smoothing = label_smoothing
-
-    def training_step(self, views: Tensor, targets: Tensor, epoch: float) -> dict[str, Tensor]:
-        views, mix = draw_mixup(views, targets, self.mixup_alpha)
-        last = views.shape[0] - 1  # shared view: every net reads views[0]
-        teams = [self.model.team_logits(t, views[min(t, last)]) for t in range(len(TEAMS))]
-        leader = self.model.leader(views[min(2, last)])
-        t, cfg = self.cfg.temperature, self.cfg
-
-        def ce(z: Tensor) -> Tensor:
-            return mixed_cross_entropy(z, targets, mix, self.label_smoothing)
-
-        zero = leader.new_zeros(())
-        ce_full = sum((ce(team[-1]) for team in teams), ce(leader))
-        ce_sub = sum((ce(z) for team in teams for z in team[:-1]), zero)
-        kd_sub = sum((distillation_kl(z, team[-1], t) for team in teams for z in team[:-1]), zero)
-        pairs = peer_pairs(len(teams[0]), cfg.peers)
-        # Normalised so each network's peer pulls add up to weight 1 (1 peer with same_depth).
-        per_network = len(pairs) / len(teams[0])
-        kd_peer = (
-            sum(
-                (
-                    distillation_kl(teams[0][a], teams[1][b], t)
-                    + distillation_kl(teams[1][b], teams[0][a], t)
-                    for a, b in pairs
-                ),
-                zero,
+def _depth_rows(
+    net: CooperativeNet,
+    members: list[dict],
+    device: torch.device,
+    latency_batch_sizes: list[int],
+    latency_repeats: int,
+) -> list[dict]:
+    """Per depth: cost, both Teammates' accuracy and Teammate A's latency."""
+    shape = net.teammates[0].input_size
+    num_depths = len(net.plans)
+    rows = []
+    for j, name in enumerate(net.plans):
+        sub = net.subnetwork(0, name).eval()
+        a, b = members[j], members[num_depths + j]
+        latency = {
+            str(batch): median_latency_ms(
+                sub, torch.randn(batch, *shape, device=device), latency_repeats, device
             )
-            / per_network
-        )
-        kd_leader = sum((distillation_kl(team[-1], leader, t) for team in teams), zero)
-        ramp = cot_weight_at(epoch, 1.0, cfg.kd_warmup_epochs)
-        loss = (
-            ce_full
-            + cfg.sub_ce_weight * ce_sub
-            + ramp * cfg.sub_weight * kd_sub
-            + ramp * cfg.peer_weight * kd_peer
-            + ramp * cfg.leader_weight * kd_leader
-        )
-        parts = {
-            "ce": ce_full,
-            "ce_sub": ce_sub,
-            "kd_sub": kd_sub,
-            "kd_peer": kd_peer,
-            "kd_leader": kd_leader,
-            "kd_ramp": torch.tensor(ramp),
+            for batch in latency_batch_sizes
         }
-        return {**{k: v.detach() for k, v in parts.items()}, "loss": loss}
+        cost_of = {k: a[k] for k in ("kept", "params", "flops", "macs")}
+        rows.append(
+            {
+                "name": name,
+                **cost_of,
+                "acc_a": a["acc"],
+                "acc_b": b["acc"],
+                "acc_mean": (a["acc"] + b["acc"]) / 2,
+                "latency_ms": latency,
+            }
+        )
+    return rows
 
-    def eval_logits(self, images: Tensor) -> Tensor:
-        return self.model(images)
+
+def evaluate_cooperative(
+    net: CooperativeNet,
+    loader: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    latency_batch_sizes: list[int],
+    latency_repeats: int,
+) -> dict:
+    """Accuracy (%), NLL, params and MACs of every Teammate depth and the Leader.
+
+    `members` are `net`'s outputs in order (A's depths, then B's); `depths` pairs the two
+    Teammates per depth with Teammate A's latency; `curve` is Teammate A's depths, the
+    sub-networks one would deploy; `ensemble` is all Teammate outputs averaged, the
+    quantity that selected the best epoch; `deploy` the depth the cost budget chose.
+    """
+    logits, labels = collect_logits(net.to(device), loader, device, net.forward_all)
+    how: EnsembleHow = net.ensemble
+    scores = score(logits, labels, how)  # 2 * D Teammate outputs, then the Leader
+    costs = {row.pop("name"): row for row in depth_costs(net)}
+    members = [
+        {
+            "index": i,
+            "name": name,
+            "team": name.split(":")[0],
+            "depth": name.split(":")[1],
+            **costs[name.split(":")[1]],
+            "acc": scores[f"member_{i}/acc"],
+            "nll": scores[f"member_{i}/nll"],
+        }
+        for i, name in enumerate(net.output_names)
+    ]
+    depths = _depth_rows(net, members, device, latency_batch_sizes, latency_repeats)
+    leader_scores = {k: scores[f"member_{len(members)}/{k}"] for k in ("acc", "nll")}
+    team = score(logits[:-1], labels, how)
+    return {
+        "ensemble": {
+            "acc": team["ensemble/acc"],
+            "nll": team["ensemble/nll"],
+            "params": 2 * costs[FULL]["params"],
+            "macs": sum(m["macs"] for m in members),
+            "method": how,
+            "of": "every Teammate depth (the best-epoch selection metric)",
+        },
+        "members": members,
+        "prefixes": [],
+        "depths": depths,
+        "leader": {**leader_scores, **cost(net.leader, net.teammates[0].input_size)},
+        "deploy": next(d for d in depths if d["name"] == net.deploy),
+        "curve": [
+            {
+                "method": "cooperative",
+                "label": f"depth {d['name']}",
+                "macs": d["macs"],
+                "params": d["params"],
+                "acc": d["acc_a"],
+                "acc_teammates_mean": d["acc_mean"],
+            }
+            for d in depths
+        ],
+        "num_test": int(labels.numel()),
+    }

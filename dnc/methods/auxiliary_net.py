@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from dnc.config import AuxiliaryConfig
-from dnc.depth import stage_of
-from dnc.losses import cot_weight_at, distillation_kl, js_divergence, mixed_cross_entropy
+from dnc.ensemble.splitnet import SplitNet
+from dnc.evaluation.depth import stage_of
 from dnc.models import create_model
-from dnc.splitnet import SplitNet
-from dnc.tasks.base import Task
-from dnc.tasks.cotrain import draw_mixup
+
+if TYPE_CHECKING:
+    from dnc.methods.auxiliary import AuxiliaryConfig
 
 
 def block_channels(backbone: nn.Module) -> list[int]:
@@ -144,84 +144,3 @@ def build_auxiliary(
         attach = attach_points(len(member.blocks), cfg.attach, "auxiliary.attach")
         modules.append(AuxiliaryModule(member, wide, attach, cfg.attach == "auto"))
     return nn.ModuleList(modules)
-
-
-class AuxiliaryTask(Task):
-    """Co-training loss of the compact SplitNet (sum of CE, + w(t) * JSD when S > 1) plus,
-    per member, aux_weight * CE(auxiliary head) + kd_weight * KD(auxiliary -> member)
-    + gate_penalty * mean gate. `model` is the compact SplitNet alone: what inference keeps.
-    """
-
-    def __init__(
-        self,
-        model: SplitNet,
-        auxiliary: nn.ModuleList,
-        cfg: AuxiliaryConfig,
-        cot_weight: float,
-        cot_warmup_epochs: float,
-        mixup_alpha: float = 0.0,
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.auxiliary = auxiliary
-        self.cfg = cfg
-        self.num_views = model.split_factor
-        self.cot_weight, self.cot_warmup_epochs = cot_weight, cot_warmup_epochs
-        self.mixup_alpha, self.label_smoothing = mixup_alpha, label_smoothing
-
-    def training_step(self, views: Tensor, targets: Tensor, epoch: float) -> dict[str, Tensor]:
-        views, mix = draw_mixup(views, targets, self.mixup_alpha)
-        compact, wide = [], []
-        for member, aux, view in zip(self.model.members, self.auxiliary, views, strict=True):
-            logits, feats = forward_with_features(member, view)
-            compact.append(logits)
-            wide.append(aux(view, feats))
-        logits = torch.stack(compact)  # (S, B, C)
-
-        def ce(z: Tensor) -> Tensor:
-            return mixed_cross_entropy(z, targets, mix, self.label_smoothing)
-
-        ce_members = torch.stack([ce(z) for z in compact])  # (S,)
-        ce_aux = torch.stack([ce(z) for z in wide]).sum()
-        t = self.cfg.temperature
-        kd = torch.stack(
-            [distillation_kl(c, w, t) for c, w in zip(compact, wide, strict=True)]
-        ).sum()
-        ramp = cot_weight_at(epoch, 1.0, self.cfg.kd_warmup_epochs)
-        loss = ce_members.sum() + self.cfg.aux_weight * ce_aux + ramp * self.cfg.kd_weight * kd
-        out = {
-            "ce": ce_members.sum(),
-            "ce_aux": ce_aux,
-            "kd_aux": kd,
-            "kd_ramp": torch.tensor(ramp),
-        }
-        if self.model.split_factor > 1:
-            weight = cot_weight_at(epoch, self.cot_weight, self.cot_warmup_epochs)
-            out["js"] = js_divergence(logits)
-            loss = loss + weight * out["js"]
-        if self.cfg.attach == "auto":
-            gates = [g for aux in self.auxiliary for g in aux.gates().values()]
-            mean_gate = torch.stack(gates).mean()
-            loss = loss + self.cfg.gate_penalty * mean_gate
-            out["mean_gate"] = mean_gate
-            out.update({f"gate_{i}": g for i, g in self.auxiliary[0].gates().items()})
-        return {**{k: v.detach() for k, v in out.items()}, "loss": loss}
-
-    def eval_logits(self, images: Tensor) -> Tensor:
-        return self.model(images)
-
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """Weights decay; the gate logits (architecture parameters) do not."""
-        gates = {
-            id(p)
-            for aux in self.auxiliary
-            if aux.gate_logits is not None
-            for p in aux.gate_logits.parameters()
-        }
-        weights = [p for p in self.parameters() if p.requires_grad and id(p) not in gates]
-        groups = [{"params": weights, "weight_decay": weight_decay}]
-        arch = [p for p in self.parameters() if id(p) in gates]
-        if arch:
-            groups.append({"params": arch, "weight_decay": 0.0})
-        return groups

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dnc.io import atomic_path
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read, or does not fit the model of the params."""
+
 
 LAST = "last.pt"  # resumable training state, rewritten every epoch
 BEST = "best.pt"  # the selected inference model (best validation epoch)
@@ -24,4 +30,8 @@ def load(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location=device, weights_only=True)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from err

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from dnc.losses import EnsembleHow, ensemble_log_probs
-from dnc.packed import PackedLeaf, UnsupportedModuleError, pack_modules
-from dnc.splitnet import SplitNet
+from dnc.ensemble.packed import PackedLeaf, UnsupportedModuleError, pack_modules
+from dnc.ensemble.splitnet import SplitNet
+from dnc.train.losses import EnsembleHow, ensemble_log_probs
 
 __all__ = ["FusedSplitNet", "UnsupportedModuleError", "execution_model", "fuse"]
 

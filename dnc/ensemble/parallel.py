@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import Tensor, nn
 
-from dnc.fused import execution_model
-from dnc.losses import ensemble_log_probs
-from dnc.splitnet import SplitNet
+from dnc.ensemble.fused import execution_model
+from dnc.ensemble.splitnet import SplitNet
+from dnc.train.losses import ensemble_log_probs
 
 
 def parse_devices(devices: str | Sequence[str]) -> list[torch.device]:

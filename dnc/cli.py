@@ -1,0 +1,234 @@
+"""Command line: `dnc {info,prepare,train,evaluate,models,datasets,methods}`.
+
+Bad input (an invalid params key, a missing file or dataset, an unreadable checkpoint)
+prints one line naming the key or file and exits with status 2 before any compute is
+spent; `-v` (or DNC_DEBUG=1) prints the traceback as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dnc.config import ConfigError, Params, load_params, parse_set
+from dnc.data import PreparedDataError
+from dnc.train.checkpoint import CheckpointError
+
+# The project's own errors: each names the key or file at fault, so one line says it all.
+USER_ERRORS = (ConfigError, PreparedDataError, CheckpointError, FileNotFoundError)
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
+    if isinstance(err, USER_ERRORS):
+        return str(err)
+    if isinstance(err, OSError) and err.filename:  # e.g. permission denied on a path
+        return f"{err.filename}: {err.strerror or err}"
+    return None
+
+
+def run_guarded(fn: Callable[[], Any], verbose: bool = False) -> tuple[int, Any]:
+    """Run `fn`; a user error becomes one line on stderr and status 2 (plus the traceback
+    with `verbose` or DNC_DEBUG=1). Bugs propagate unchanged."""
+    try:
+        return 0, fn()
+    except Exception as err:  # noqa: BLE001  (filtered just below)
+        message = user_error(err)
+        if message is None:
+            raise
+        if verbose or os.environ.get("DNC_DEBUG", "") not in ("", "0"):
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        return 2, None
+
+
+def _params(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Params:
+    skip = [s for s in args.skip_sections.split(",") if s]
+    return load_params(args.params, {**parse_set(args.set), **(overrides or {})}, skip)
+
+
+def _add_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="params file")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a dotted key, e.g. --set split.factor=4 (repeatable)",
+    )
+    p.add_argument(  # also after the command; SUPPRESS keeps a `dnc -v cmd` given before it
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="tracebacks too"
+    )
+    p.add_argument(
+        "--skip-sections",
+        default="compare,search",
+        help="top-level params sections other tools own (not validated here), comma-separated",
+    )
+
+
+def _cmd_info(args: argparse.Namespace) -> dict:
+    from dnc import stages
+
+    flags = {
+        "model.name": args.model,
+        "split.factor": args.split,
+        "data.dataset": args.dataset,
+        "model.width": args.width,
+        "model.dropout": args.dropout,
+        "split.divide_weight_decay": args.wd_rule,
+    }
+    return stages.info(_params(args, {k: v for k, v in flags.items() if v is not None}))
+
+
+def _cmd_prepare(args: argparse.Namespace) -> dict:
+    from dnc import stages
+
+    params = _params(args)
+    print(f"prepare: {params.data.dataset} -> {Path(args.out).resolve()}", file=sys.stderr)
+    return stages.prepare(params, Path(args.out))
+
+
+def _cmd_train(args: argparse.Namespace) -> dict:
+    from dnc import stages
+
+    result = stages.train(
+        _params(args), args.data and Path(args.data), Path(args.out), resume=not args.no_resume
+    )
+    last = result.state.history[-1] if result.state.history else {}
+    return {
+        "best_epoch": result.state.best_epoch,
+        "best_val_acc": result.state.best_value,
+        "resumed_from": result.resumed_from,
+        "last": last,
+        "checkpoint": str(result.best_path),
+    }
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> dict:
+    from dnc import stages
+
+    metrics = stages.evaluate(
+        _params(args),
+        args.data and Path(args.data),
+        Path(args.model_dir),
+        Path(args.out),
+        devices=args.devices and args.devices.split(","),
+    )
+    return {k: metrics[k] for k in ("ensemble", "prefixes", "curve", "deploy") if k in metrics}
+
+
+def _cmd_models(args: argparse.Namespace) -> list:
+    from dnc.models import get_spec, list_models
+
+    return [
+        {
+            "name": n,
+            "family": get_spec(n).family,
+            "width": get_spec(n).default_width,
+            "description": get_spec(n).description,
+        }
+        for n in list_models()
+    ]
+
+
+def _cmd_datasets(args: argparse.Namespace) -> list:
+    from dnc.data import get_dataset_info, list_datasets
+
+    return [
+        {
+            "name": n,
+            "classes": get_dataset_info(n).num_classes,
+            "root": get_dataset_info(n).default_root,
+        }
+        for n in list_datasets()
+    ]
+
+
+def _cmd_methods(args: argparse.Namespace) -> list:
+    from dnc.methods import get_method, list_methods
+
+    def section(name: str) -> dict | None:
+        model = get_method(name).config
+        return None if model is None else model().model_dump(mode="json")
+
+    return [{"name": n, "section": n, "defaults": section(n)} for n in list_methods()]
+
+
+def _add_info(sub: Any) -> None:
+    p = sub.add_parser(
+        "info", help="members' widths, params and MACs before training", formatter_class=Formatter
+    )
+    _add_params(p)
+    p.add_argument("--model", help="registered model (None: params model.name)")
+    p.add_argument("--split", type=int, help="split factor S (None: params split.factor)")
+    p.add_argument("--dataset", help="dataset (None: params data.dataset)")
+    p.add_argument("--width", type=float, help="undivided width (None: params model.width)")
+    p.add_argument("--dropout", type=float, help="undivided dropout (None: params)")
+    p.add_argument("--wd-rule", choices=["none", "exp", "linear"], help="None: params")
+    p.set_defaults(func=_cmd_info)
+
+
+def _add_runs(sub: Any) -> None:
+    p = sub.add_parser(
+        "prepare", help="dataset -> hashed tensors (DVC prepare stage)", formatter_class=Formatter
+    )
+    _add_params(p)
+    p.add_argument("--out", default="data/prepared", help="folder it writes")
+    p.set_defaults(func=_cmd_prepare)
+    p = sub.add_parser(
+        "train", help="co-train S members; resumes from OUT/last.pt", formatter_class=Formatter
+    )
+    _add_params(p)
+    p.add_argument("--data", help="prepared data dir (None: prepare in memory)")
+    p.add_argument("--out", required=True, help="run dir for checkpoints and history")
+    p.add_argument("--no-resume", action="store_true", help="ignore OUT/last.pt")
+    p.set_defaults(func=_cmd_train)
+    p = sub.add_parser(
+        "evaluate", help="members, ensemble and k-of-S test metrics", formatter_class=Formatter
+    )
+    _add_params(p)
+    p.add_argument("--data", help="prepared data dir (None: prepare in memory)")
+    p.add_argument("--model-dir", required=True, help="run dir holding best.pt")
+    p.add_argument("--out", required=True, help="metrics JSON path")
+    p.add_argument(
+        "--devices",
+        help="members spread over these devices, run concurrently: cuda:0,cuda:1 (or cpu,cpu)",
+    )
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `dnc` argument parser (every --help shows the defaults)."""
+    parser = argparse.ArgumentParser(
+        prog="dnc", description=__doc__.splitlines()[0], formatter_class=Formatter
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print tracebacks of errors too"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_info(sub)
+    _add_runs(sub)
+    for name, func, text in (
+        ("models", _cmd_models, "list registered models"),
+        ("datasets", _cmd_datasets, "list datasets"),
+        ("methods", _cmd_methods, "list registered methods and their section defaults"),
+    ):
+        sub.add_parser(name, help=text, formatter_class=Formatter).set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `dnc` and `python -m dnc`: JSON on stdout, status 0 or 2."""
+    args = build_parser().parse_args(argv)
+    status, out = run_guarded(lambda: args.func(args), args.verbose)
+    if status == 0:
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return status
