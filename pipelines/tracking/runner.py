@@ -1,7 +1,7 @@
 """Tracked stage runs: what every entry point (DVC stage, Prefect task, Optuna trial) calls.
 
 Each function calls the one implementation in `dnc.stages` and adds the orchestration-side
-concerns (MLflow tracking, `pipelines.tracking`), so DVC, Prefect and Optuna runs are
+concerns (MLflow tracking, `pipelines.tracking.mlflow_run`), so DVC, Prefect and Optuna runs are
 identical apart from the `entry_point` tag they record. Tracking is on unless the
 environment says `DNC_TRACKING=off`; MLflow is imported only when it is on.
 """
@@ -83,7 +83,7 @@ def evaluate(
     `dnc.stages.evaluate` (members spread over several GPUs)."""
     if not tracking_enabled():
         return stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
-    from pipelines import tracking
+    from pipelines.tracking import mlflow_run as tracking
 
     store = tracking.Store.connect()
     metrics = stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from dnc.config import ConfigError, Params, load_params, parse_set
-from pipelines import runner
-from pipelines.matrix import config_overrides
+from pipelines.dvc.matrix import config_overrides
+from pipelines.tracking import runner
 
 
 def _params(args: argparse.Namespace) -> Params:

@@ -28,10 +28,9 @@ from mlflow.tracking._tracking_service import utils as mlflow_uri_state
 from dnc import checkpoint
 from dnc.config import Params
 from dnc.engine import FitResult, TrainState
-from dnc.stages import write_json
-from pipelines import logged_model
-from pipelines import run_schema as schema
-from pipelines.tracking_store import Store, TrackingError, tracking_uri
+from dnc.io import write_json
+from pipelines.tracking import logged_model, schema
+from pipelines.tracking.store import Store, TrackingError, tracking_uri
 
 
 @contextlib.contextmanager

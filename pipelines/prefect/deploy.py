@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def declared(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
 
 
 def load_entrypoint(entrypoint: str) -> Any:
-    """`pipelines/flows.py:experiment_flow` -> the flow object (imported as a module)."""
+    """`pipelines/prefect/flows.py:experiment_flow` -> the flow object (imported as a module)."""
     file, _, name = entrypoint.partition(":")
     module = file.removesuffix(".py").replace("/", ".")
     return getattr(importlib.import_module(module), name)

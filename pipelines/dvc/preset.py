@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from dnc.config import FOREIGN_SECTIONS, ConfigError, apply_overrides, params_from_dict, parse_set
-from pipelines.matrix import SECTION, parse_comparison, read_tree
-from pipelines.report import write_text
+from pipelines.dvc.matrix import SECTION, parse_comparison, read_tree
+from pipelines.dvc.report import write_text
 
 
 def find_preset(name: str, presets_dir: Path = Path("presets")) -> Path:

@@ -19,11 +19,11 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
-from pipelines import runner
-from pipelines.search_objective import Objective
-from pipelines.search_report import write_reports
-from pipelines.search_space import Budget, SearchConfig, check_feasible, load_search
-from pipelines.search_study import Study, is_retry, open_study, run_worker, tally
+from pipelines.search.objective import Objective
+from pipelines.search.report import write_reports
+from pipelines.search.space import Budget, SearchConfig, check_feasible, load_search
+from pipelines.search.study import Study, is_retry, open_study, run_worker, tally
+from pipelines.tracking import runner
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PARENT_KEY = "mlflow_parent_run_id"
@@ -123,7 +123,7 @@ def close_parent_run(run_id: str | None, summary: dict[str, Any], files: list[Pa
     """Attach the reports to the parent run; FINISHED once no trial is left to run."""
     if run_id is None:
         return
-    from pipelines import tracking
+    from pipelines.tracking import mlflow_run as tracking
 
     store = tracking.Store.connect()
     counts = summary["counts"]

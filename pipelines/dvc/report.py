@@ -23,7 +23,7 @@ from typing import Any
 
 from dnc.config import ConfigError
 from dnc.io import write_text
-from pipelines.matrix import Comparison, load_comparison, run_name
+from pipelines.dvc.matrix import Comparison, load_comparison, run_name
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`python -m pipelines search`: run one worker of an Optuna study (start several to share it).
 
-Kept apart from `pipelines.search` (the Prefect flow) so the command never imports Prefect.
+Kept apart from `pipelines.search.flow` (the Prefect flow) so the command never imports Prefect.
 Bad input exits 2 with one line naming the key, before any compute.
 """
 
@@ -18,7 +18,7 @@ from dnc.config import ConfigError, parse_set
 def run(args: argparse.Namespace) -> int:
     """Parse, run the worker, print a one-line JSON summary."""
     try:
-        from pipelines.search_run import run_search, search_overrides  # imports torch, optuna
+        from pipelines.search.run import run_search, search_overrides  # imports torch, optuna
 
         overrides = search_overrides(
             parse_set(args.set),

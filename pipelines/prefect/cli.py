@@ -39,7 +39,7 @@ def run_experiment(args: argparse.Namespace) -> Any:
 
     overrides = parse_set(args.set)
     stages.check_params(load_params(args.params, overrides))  # fail before Prefect starts
-    from pipelines.flows import experiment_flow
+    from pipelines.prefect.flows import experiment_flow
 
     return experiment_flow(
         params_path=args.params,
@@ -51,7 +51,7 @@ def run_experiment(args: argparse.Namespace) -> Any:
 
 def run_sweep(args: argparse.Namespace) -> Any:
     overrides, grid = parse_set(args.set), _grid(args.grid) or None
-    from pipelines.flows import DEFAULT_GRID, expand_grid, sweep_flow
+    from pipelines.prefect.flows import DEFAULT_GRID, expand_grid, sweep_flow
 
     expand_grid(args.params, overrides, grid or DEFAULT_GRID)  # every point, before Prefect
     return sweep_flow(
@@ -65,7 +65,7 @@ def run_sweep(args: argparse.Namespace) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> None:
-    from pipelines import deploy
+    from pipelines.prefect import deploy
 
     path = Path(args.prefect_yaml) if args.prefect_yaml else deploy.PREFECT_YAML
     deploy.serve(path, args.only or None, args.limit, args.poll_seconds)

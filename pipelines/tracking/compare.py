@@ -1,7 +1,7 @@
 """`python -m pipelines compare --experiment NAME`: evaluated runs side by side.
 
-Reads the runs of an MLflow experiment (the store of `pipelines.tracking`), prints a table
-(S, widths, ensemble accuracy, MACs, params, entry point) and writes it as markdown and JSON
+Reads the runs of an MLflow experiment (the store of `pipelines.tracking.mlflow_run`), prints a
+table (S, widths, ensemble accuracy, MACs, params, entry point) and writes it as markdown and JSON
 next to a PNG of test accuracy against MACs: one point per run for the full ensemble and a
 line through its k-of-S prefixes (the cheaper models every SplitNet contains) or, for the
 cooperative method, its Teammate depths.
@@ -81,7 +81,7 @@ def _point(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 def collect_rows(experiment: str, uri: str | None = None) -> list[dict[str, Any]]:
     """Evaluated runs (those with `test/ensemble/acc`) of `experiment`, cheapest first."""
-    from pipelines.tracking_store import Store
+    from pipelines.tracking.store import Store
 
     store = Store.connect(uri)
     found = store.client.get_experiment_by_name(experiment)
@@ -134,7 +134,7 @@ def plot_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def compare(experiment: str, out_dir: Path, uri: str | None = None) -> dict[str, Any]:
     """Write compare.md, compare.json and accuracy_vs_macs.png for `experiment`."""
-    from pipelines.plots import accuracy_vs_macs  # matplotlib: only when plotting
+    from pipelines.dvc.plots import accuracy_vs_macs  # matplotlib: only when plotting
 
     rows = collect_rows(experiment, uri)
     if not rows:

@@ -4,7 +4,7 @@
     python -m pipelines runs reap --stale-after 30m --dry-run   # only list them
 
 dnc ends its own runs FINISHED, FAILED or KILLED, SIGTERM and Ctrl-C included
-(`pipelines.tracking`). A process that dies without running any code (SIGKILL, the OOM
+(`pipelines.tracking.mlflow_run`). A process that dies without running any code (SIGKILL, the OOM
 killer, a machine that goes away) cannot, and its run stays RUNNING in `mlflow ui`. `reap`
 ends every RUNNING run of the experiment whose last sign of life (its start, its reopening
 on resume, or its last logged epoch) is older than `--stale-after`, as KILLED with a
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dnc.config import ConfigError
-from pipelines.tracking_store import REOPENED_AT, STOP_REASON, Store
+from pipelines.tracking.store import REOPENED_AT, STOP_REASON, Store
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -30,7 +30,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
-from pipelines.search_space import SearchConfig, grid
+from pipelines.search.space import SearchConfig, grid
 
 FINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
