@@ -417,7 +417,10 @@ def test_bad_tracking_settings_exit_2_before_compute(params, tmp_path, monkeypat
     assert err.startswith("error: MLFLOW_TRACKING_URI=http://127.0.0.1:") and "\n" not in err
     monkeypatch.setenv("DNC_TRACKING", "maybe")
     assert main(args) == 2
-    assert capsys.readouterr().err.strip() == "error: DNC_TRACKING='maybe': expected on or off"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: DNC_TRACKING='maybe': expected on, off or mlflow"
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -430,3 +433,21 @@ def test_tracking_off_touches_no_store(tracked, params, tmp_path, monkeypatch):
     (copy / "mlflow_run.json").unlink()
     runner.train(params, None, copy, entry_point="cli")
     assert not (tmp_path / "off.db").exists() and not (copy / "mlflow_run.json").exists()
+
+
+def test_store_reports_bad_uris_but_not_bugs(tmp_path, monkeypatch):
+    """A wrong URI is a setting (TrackingError, exit 2); an error inside MLflow's client that
+    is no connection or store error is a bug and must surface as itself."""
+    import mlflow
+
+    from pipelines.tracking.store import Store, TrackingError
+
+    with pytest.raises(TrackingError, match="MLFLOW_TRACKING_URI=nosuchscheme://x"):
+        Store.connect("nosuchscheme://x")
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("bug in a tracking plugin")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", broken)
+    with pytest.raises(RuntimeError, match="bug in a tracking plugin"):
+        Store.connect(f"sqlite:///{tmp_path / 'ok.db'}")

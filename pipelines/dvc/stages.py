@@ -8,33 +8,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from dnc.config import ConfigError, Params, load_params, parse_set
-from pipelines.dvc.matrix import config_overrides
-from pipelines.tracking import runner
-
-
-def _params(args: argparse.Namespace) -> Params:
-    # A `compare` configuration's keys first (the DVC matrix), then --set on top; the whole
-    # compare section is checked here, so a broken one fails the first stage.
-    overrides = config_overrides(args.params, getattr(args, "config", None))
-    return load_params(args.params, {**overrides, **parse_set(args.set)})
+from pipelines.common.errors import add_verbose
+from pipelines.common.params import add_params_options, read_params
 
 
 def run_prepare(args: argparse.Namespace) -> dict:
-    return runner.prepare(_params(args), Path(args.out))
+    """Prepare the dataset into `--out`."""
+    from pipelines.tracking import runner  # imports torch: not for --help
+
+    return runner.prepare(read_params(args, matrix=True), Path(args.out))
 
 
 def run_train(args: argparse.Namespace) -> dict:
-    params = _params(args)
+    """Train one configuration into `--out`; the best epoch and its validation accuracy."""
+    from pipelines.tracking import runner
+
+    params = read_params(args, matrix=True)
     result = runner.train(params, args.data and Path(args.data), Path(args.out), entry_point="dvc")
     return {"best_epoch": result.state.best_epoch, "best_val_acc": result.state.best_value}
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    params = _params(args)
+    """Evaluate a trained run dir into the metrics JSON `--out`; its ensemble accuracy."""
+    from pipelines.tracking import runner
+
+    params = read_params(args, matrix=True)
     metrics = runner.evaluate(
         params,
         args.data and Path(args.data),
@@ -45,29 +45,30 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     return {"ensemble_acc": metrics["ensemble"]["acc"]}
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    try:
-        out = args.stage_func(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(out))
+def _print_result(args: argparse.Namespace) -> int:
+    print(json.dumps(args.stage_func(args)))
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    stage = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
-    stage.set_defaults(func=_dispatch)
-    inner = stage.add_subparsers(dest="stage", required=True)
+EXTRA_HELP = {
+    "--data": "prepared data folder (default: prepare in memory)",
+    "--model-dir": "the trained run dir to evaluate",
+}
+
+
+def add(parser: argparse.ArgumentParser) -> None:
+    """The `stage` command and its three stages."""
+    parser.set_defaults(func=_print_result)
+    inner = parser.add_subparsers(dest="stage", required=True)
     for name, func, extra in (
         ("prepare", run_prepare, ()),
-        ("train", run_train, ("--data", "--config")),
-        ("evaluate", run_evaluate, ("--data", "--model-dir", "--config")),
+        ("train", run_train, ("--data",)),
+        ("evaluate", run_evaluate, ("--data", "--model-dir")),
     ):
-        p = inner.add_parser(name)
-        p.add_argument("--params", default="params.yaml")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        p = inner.add_parser(name, help=func.__doc__, formatter_class=parser.formatter_class)
+        add_params_options(p, config=name != "prepare")
         for flag in extra:
-            p.add_argument(flag)
-        p.add_argument("--out", required=True)
+            p.add_argument(flag, required=flag == "--model-dir", help=EXTRA_HELP[flag])
+        p.add_argument("--out", required=True, help="output folder (file for evaluate)")
+        add_verbose(p)
         p.set_defaults(stage_func=func)

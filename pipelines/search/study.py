@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import threading
 import time
@@ -30,15 +29,16 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
+from dnc.io import derive_seed
 from pipelines.search.space import SearchConfig, grid
 
 FINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def stable_seed(*parts: object) -> int:
-    """A 31-bit seed that is a pure function of `parts` (Python's `hash` is salted)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+def stable_seed(*parts: int | str) -> int:
+    """`dnc.io.derive_seed` of `parts`, cut to 31 bits: Optuna's samplers seed numpy's
+    RandomState (< 2**32) and the advisory-lock key below must fit a signed 32-bit int."""
+    return derive_seed(*parts) >> 32
 
 
 @contextlib.contextmanager
