@@ -30,10 +30,10 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 
 from dnc.io import write_json  # noqa: E402
-from pipelines.tracking import runner  # noqa: E402
 from pipelines.search.run import run_search  # noqa: E402
 from pipelines.search.space import load_search  # noqa: E402
 from pipelines.search.study import final_trials  # noqa: E402
+from pipelines.tracking import runner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

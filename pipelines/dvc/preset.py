@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from dnc.config import FOREIGN_SECTIONS, ConfigError, apply_overrides, params_from_dict, parse_set
+from dnc.io import write_text
 from pipelines.common.params import add_params_options
 from pipelines.dvc.matrix import SECTION, parse_comparison, read_tree
-from pipelines.dvc.report import write_text
 
 
 def find_preset(name: str, presets_dir: Path = Path("presets")) -> Path:

@@ -35,16 +35,10 @@ class Tracker(Protocol):
     run per search study."""
 
     def training_run(
-        self,
-        params: Params,
-        out_dir: Path,
-        data_dir: Path | None,
-        *,
-        entry_point: str,
-        parent_run_id: str | None,
-        run_name: str | None,
+        self, params: Params, out_dir: Path, data_dir: Path | None, **how: str | None
     ) -> TrainingTracker:
-        """The run of one training; connecting fails here, before any compute."""
+        """The run of one training (`how`: entry_point, parent_run_id, run_name);
+        connecting fails here, before any compute."""
 
     def log_evaluation(
         self,

@@ -18,25 +18,10 @@ class MLflowTracker:
         self.store = Store.connect(uri)  # a bad store URI fails here, before any compute
 
     def training_run(
-        self,
-        params: Params,
-        out_dir: Path,
-        data_dir: Path | None,
-        *,
-        entry_point: str,
-        parent_run_id: str | None,
-        run_name: str | None,
+        self, params: Params, out_dir: Path, data_dir: Path | None, **how: str | None
     ) -> mlflow_run.TrainingRun:
         """The MLflow run of one training (an engine callback)."""
-        return mlflow_run.TrainingRun(
-            self.store,
-            params,
-            out_dir,
-            data_dir,
-            entry_point=entry_point,
-            parent_run_id=parent_run_id,
-            run_name=run_name,
-        )
+        return mlflow_run.TrainingRun(self.store, params, out_dir, data_dir, **how)
 
     def log_evaluation(
         self,
