@@ -295,3 +295,17 @@ def test_prefect_flow_takes_the_cli_options():
     names = set(search_flow.parameters.properties)
     assert names >= {"study", "n_trials", "budget_flops", "budget_train", "mode", "storage"}
     assert names >= {"params_path", "overrides"}  # as the other flows
+
+
+def test_storage_bug_is_not_reported_as_a_bad_setting(monkeypatch):
+    """Only a wrong or unreachable URL is `search.storage`'s fault; another error surfaces."""
+    from pipelines.search import storage
+
+    _, cfg = load_search(ROOT / "params.yaml")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug in a storage plugin")
+
+    monkeypatch.setattr(storage, "RDBStorage", broken)
+    with pytest.raises(RuntimeError, match="bug in a storage plugin"):
+        storage.open_storage(cfg)
