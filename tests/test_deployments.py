@@ -177,9 +177,12 @@ def test_serve_fails_naming_a_deployment_that_does_not_import(tmp_path, monkeypa
         runner_deployments(entries)
     with pytest.raises(DeploymentError, match="deployment 'misnamed'.*AttributeError"):
         runner_deployments(entries[1:])
-    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.chdir(tmp_path)  # serve chdirs to the file's folder; restored after the test
-    assert main(["serve", "--prefect-yaml", str(tmp_path / "prefect.yaml")]) == 2
+    # Prefect reads its settings once per process: set the API URL through its own context.
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        assert main(["serve", "--prefect-yaml", str(tmp_path / "prefect.yaml")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: deployment 'broken'") and "\n" not in err
 
