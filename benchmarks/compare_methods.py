@@ -24,7 +24,7 @@ from dnc.config import load_params, parse_set
 from dnc.data import get_dataset_info
 from dnc.io import write_json
 from dnc.methods import get_method
-from pipelines.plots import accuracy_vs_macs
+from pipelines.dvc.plots import accuracy_vs_macs
 
 RUNS: dict[str, dict[str, Any]] = {
     "plain": {"method": "splitnet", "split.factor": 1},

@@ -44,7 +44,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tests' tiny run: digits, small_cnn width 8, S=2, 2 epochs, CPU. Read with yaml, not
-# pipelines.preset, so that importing pipelines stays inside the timed code.
+# pipelines.dvc.preset, so that importing pipelines stays inside the timed code.
 TINY = yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
 ENV = {
     "DNC_TRACKING": "off",
@@ -77,7 +77,7 @@ def _timed(fn: Any) -> Any:
 
 def time_task_bodies() -> None:
     """Clock the flow's task bodies (the engine calls `task.fn`) like the direct steps."""
-    from pipelines import flow_tasks as t
+    from pipelines.prefect import tasks as t
 
     for task in (t.prepare_data, t.train_members, t.evaluate_members, t.count_flops,
                  t.record_versions, t.write_report):  # fmt: skip
@@ -89,8 +89,9 @@ def direct_run(out: Path) -> None:
     from dnc import stages
     from dnc.config import load_params
     from dnc.io import write_json
-    from pipelines import plots, runlock, runner
-    from pipelines.flow_report import experiment_table
+    from pipelines.dvc import plots, runlock
+    from pipelines.prefect.report import experiment_table
+    from pipelines.tracking import runner
 
     params = load_params(ROOT / "params.yaml", TINY)
     stages.check_params(params)
@@ -121,7 +122,7 @@ def direct_run(out: Path) -> None:
 
 
 def flow_run(out: Path) -> None:
-    from pipelines.flows import experiment_flow
+    from pipelines.prefect.flows import experiment_flow
 
     experiment_flow(
         str(ROOT / "params.yaml"), TINY, out_dir=str(out / "run"), data_store=str(out / "store")
@@ -129,7 +130,7 @@ def flow_run(out: Path) -> None:
 
 
 def cli_run(out: Path) -> None:
-    from pipelines.__main__ import main
+    from pipelines.cli import main
 
     sets = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={json.dumps(v)}")]
     argv = ["experiment", "--params", str(ROOT / "params.yaml"), *sets]
@@ -167,8 +168,8 @@ def prepare_cache(scratch: Path) -> dict[str, float]:
     """Seconds inside the flow of the default (Fashion-MNIST) prepare: fresh, then cached."""
     from prefect import flow
 
-    from pipelines import flow_tasks
-    from pipelines.flows import load_config
+    from pipelines.prefect import tasks as flow_tasks
+    from pipelines.prefect.flows import load_config
 
     params = load_config(str(ROOT / "params.yaml"), {})
     data_dir = scratch / "fashion" / flow_tasks.data_key(params)
@@ -232,7 +233,7 @@ def measure(rounds: int, scratch: Path) -> tuple[dict[str, list[dict]], dict[str
     import dnc.stages  # noqa: F401  (torch: both sides pay it)
 
     start = time.perf_counter()
-    import pipelines.flows  # noqa: F401  (prefect, the flows and their tasks)
+    import pipelines.prefect.flows  # noqa: F401  (prefect, the flows and their tasks)
 
     one_off["import_prefect_and_flows_s"] = time.perf_counter() - start
     time_task_bodies()

@@ -8,7 +8,7 @@ Three ways to train the same model on the same prepared data and augmented views
 - plain: a hand-written PyTorch loop (slice, augment, forward, loss, backward, step),
   no validation or checkpoints: the floor;
 - dnc: `dnc.stages.train` (engine.fit: metrics, validation, checkpoints every epoch);
-- tracked: the same inside a Prefect flow, logged to MLflow (`pipelines.flow_tasks.
+- tracked: the same inside a Prefect flow, logged to MLflow (`pipelines.prefect.tasks.
   train_members`, entry point "prefect"), with a throw-away SQLite store and Prefect home.
 Rounds alternate the three. Writes reports/benchmarks/overhead.json.
 """
@@ -93,7 +93,7 @@ def tracked_train(params: Params, data_dir: Path, out: Path) -> dict[str, float]
     """The same run as a Prefect task inside a flow, tracked in MLflow."""
     from prefect import flow  # imports (~3 s) count: a tracked process pays them
 
-    from pipelines.flow_tasks import train_members
+    from pipelines.prefect.tasks import train_members
 
     @flow(name="overhead-benchmark")
     def one_run() -> dict:

@@ -1,6 +1,6 @@
 """Search efficiency: TPE with and without pruning against an exhaustive grid of one space.
 
-Every arm is a real study run through `pipelines.search_run.run_search` (same objective,
+Every arm is a real study run through `pipelines.search.run.run_search` (same objective,
 same training, same prepared data). The grid trains every configuration of a small space;
 the searches sample `--trials` configurations of the same (discrete) space. Reported per
 arm: trials, epochs and training MACs used, wall seconds, the best validation accuracy it
@@ -29,11 +29,11 @@ os.environ.setdefault("DNC_TRACKING", "off")  # tracking overhead is not what is
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from dnc.stages import write_json  # noqa: E402
-from pipelines import runner  # noqa: E402
-from pipelines.search_run import run_search  # noqa: E402
-from pipelines.search_space import load_search  # noqa: E402
-from pipelines.search_study import final_trials  # noqa: E402
+from dnc.io import write_json  # noqa: E402
+from pipelines.search.run import run_search  # noqa: E402
+from pipelines.search.space import load_search  # noqa: E402
+from pipelines.search.study import final_trials  # noqa: E402
+from pipelines.tracking import runner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

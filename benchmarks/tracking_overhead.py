@@ -27,13 +27,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tests' tiny run: digits, small_cnn width 8, S=2, 2 epochs, CPU. Read with yaml, not
-# pipelines.preset, so that importing pipelines stays inside the timed code.
+# pipelines.dvc.preset, so that importing pipelines stays inside the timed code.
 TINY = yaml.safe_load((ROOT / "presets" / "tiny.yaml").read_text())
 
 
 def import_seconds() -> float:
     """Wall seconds to import the tracking module (MLflow) in a fresh interpreter."""
-    code = "import time; t = time.perf_counter(); import pipelines.tracking; "
+    code = "import time; t = time.perf_counter(); import pipelines.tracking.mlflow_run; "
     code += "print(time.perf_counter() - t)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
@@ -45,7 +45,7 @@ class Timers:
     """Wraps tracking's hooks to add up the wall seconds spent in each (per call kind)."""
 
     def __init__(self) -> None:
-        from pipelines import tracking
+        from pipelines.tracking import mlflow_run as tracking
 
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
@@ -71,7 +71,7 @@ class Timers:
 
 def one_run(params, work: Path, tracked: bool, index: int) -> dict[str, float]:
     """Train + evaluate once; wall and CPU seconds of each."""
-    from pipelines import runner
+    from pipelines.tracking import runner
 
     os.environ["DNC_TRACKING"] = "on" if tracked else "off"
     run_dir = work / f"run-{index}-{'on' if tracked else 'off'}"
@@ -97,7 +97,7 @@ def measure(repeats: int, epochs: int) -> dict:
     os.environ["DNC_ARTIFACT_ROOT"] = str(work / "mlartifacts")
     os.environ["MLFLOW_EXPERIMENT_NAME"] = "tracking-overhead"
     first_import = import_seconds()
-    from pipelines.tracking import Store
+    from pipelines.tracking.mlflow_run import Store
 
     start = time.perf_counter()
     Store.connect()  # creates and migrates the SQLite store
@@ -141,7 +141,7 @@ def table(result: dict) -> str:
     lines += [f"| {name} | {ms[name]:.0f} ms | {calls[name]} |" for name in ms]
     lines += [
         "",
-        f"import pipelines.tracking (MLflow): {result['import_tracking_s']:.2f} s; "
+        f"import pipelines.tracking.mlflow_run (MLflow): {result['import_tracking_s']:.2f} s; "
         f"new SQLite store (migration): {result['create_sqlite_store_s']:.2f} s",
         f"machine: {result['machine']}",
     ]

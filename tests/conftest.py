@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dnc.config import Params, load_params
-from pipelines.preset import load_preset  # importing pipelines turns telemetry off
+from pipelines.dvc.preset import load_preset  # importing pipelines turns telemetry off
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -157,3 +157,53 @@ def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path)
     )
     assert code_a == code_b and code_a  # the same code version
     assert lb["run"]["deployment"] == "default" and la["run"]["deployment"] is None
+
+
+def test_serve_fails_naming_a_deployment_that_does_not_import(tmp_path, monkeypatch, capsys):
+    """A broken entrypoint must stop `serve`, not leave the other deployments running
+    while its runs silently never happen."""
+    from pipelines.cli import main
+    from pipelines.prefect.deploy import DeploymentError, declared, runner_deployments
+
+    (tmp_path / "prefect.yaml").write_text(
+        "deployments:\n"
+        "  - name: broken\n"
+        "    entrypoint: pipelines/prefect/no_such_module.py:flow\n"
+        "  - name: misnamed\n"
+        "    entrypoint: pipelines/prefect/report.py:no_such_flow\n"
+    )
+    entries = declared(tmp_path / "prefect.yaml")
+    with pytest.raises(DeploymentError, match=r"deployment 'broken' \(pipelines/prefect/no_such"):
+        runner_deployments(entries)
+    with pytest.raises(DeploymentError, match="deployment 'misnamed'.*AttributeError"):
+        runner_deployments(entries[1:])
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.chdir(tmp_path)  # serve chdirs to the file's folder; restored after the test
+    # Prefect reads its settings once per process: set the API URL through its own context.
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        assert main(["serve", "--prefect-yaml", str(tmp_path / "prefect.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: deployment 'broken'") and "\n" not in err
+
+
+def test_prefect_yaml_entrypoints_load_without_shadowing_the_libraries():
+    """Prefect loads an entrypoint as a script with its folder first on sys.path; the
+    `pipelines.prefect` / `pipelines.dvc` packages must not stand in for the real libraries."""
+    code = (
+        "import json, sys, yaml\n"
+        "from prefect.flows import load_flow_from_entrypoint\n"
+        "names = []\n"
+        "for d in yaml.safe_load(open('prefect.yaml'))['deployments']:\n"
+        "    names.append(load_flow_from_entrypoint(d['entrypoint']).name)\n"
+        "import dvc.repo, mlflow, optuna, prefect\n"
+        "files = [m.__file__ for m in (prefect, dvc.repo, mlflow, optuna)]\n"
+        "print(json.dumps({'names': names, 'files': files}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["names"] == ["dnc-experiment", "dnc-sweep", "dnc-search"]
+    assert all("site-packages" in f and "/pipelines/" not in f for f in out["files"]), out

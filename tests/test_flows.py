@@ -15,7 +15,9 @@ import pytest
 from conftest import ROOT, TINY
 
 from dnc.config import ConfigError
-from pipelines import deploy, flow_tasks, flows, runlock
+from pipelines.dvc import runlock
+from pipelines.prefect import deploy, flows
+from pipelines.prefect import tasks as flow_tasks
 
 # Tiny and quick: fewer images and one epoch (the flow is under test, not the training).
 QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}

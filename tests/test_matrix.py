@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from dnc.config import ConfigError
-from pipelines.__main__ import main
-from pipelines.matrix import config_overrides, load_comparison, parse_comparison
+from pipelines.cli import main
+from pipelines.dvc.matrix import config_overrides, load_comparison, parse_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 

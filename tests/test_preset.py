@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from dnc.config import load_params
-from pipelines.__main__ import main
-from pipelines.matrix import load_comparison
+from pipelines.cli import main
+from pipelines.dvc.matrix import load_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 

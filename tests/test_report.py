@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import plots
-from pipelines.__main__ import main
-from pipelines.report import mean_std, report
+from pipelines.cli import main
+from pipelines.dvc import plots
+from pipelines.dvc.report import mean_std, report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from pipelines.__main__ import main
-from pipelines.tracking_store import REOPENED_AT, STOP_REASON, Store
+from pipelines.cli import main
+from pipelines.tracking.store import REOPENED_AT, STOP_REASON, Store
 
 HOUR_MS = 3600 * 1000
 

@@ -19,9 +19,9 @@ from conftest import ROOT, TINY
 
 from dnc.config import apply_overrides, load_params
 from dnc.train.engine import FitResult, TrainState
-from pipelines.__main__ import main
-from pipelines.search_space import inference_cost, load_search
-from pipelines.search_study import final_trials
+from pipelines.cli import main
+from pipelines.search.space import inference_cost, load_search
+from pipelines.search.study import final_trials
 
 # Trials of about a second: 1 epoch on 512 digits images, members of width <= 8.
 TRIAL = {**TINY, "train.epochs": 1, "data.train_size": 512}
@@ -141,7 +141,7 @@ def test_budget_rejects_before_training(tmp_path, monkeypatch):
         Path(out_dir).mkdir(parents=True)
         return FitResult(TrainState(epoch=0, best_value=50.0, best_epoch=0), out_dir, out_dir, -1)
 
-    monkeypatch.setattr("pipelines.search_objective.runner.train", fake_train)
+    monkeypatch.setattr("pipelines.search.objective.runner.train", fake_train)
     space = {"split.factor": {"choices": [1, 2]}, "model.width": {"choices": [4, 16]}}
     write_params(tmp_path, sampler="grid", n_trials=4, space=space)
     base = load_params(tmp_path / "params.yaml")
@@ -289,9 +289,23 @@ def test_trials_are_nested_mlflow_runs(tmp_path, monkeypatch):
 
 
 def test_prefect_flow_takes_the_cli_options():
-    from pipelines.search import search_flow
+    from pipelines.search.flow import search_flow
 
     assert search_flow.name == "dnc-search"
     names = set(search_flow.parameters.properties)
     assert names >= {"study", "n_trials", "budget_flops", "budget_train", "mode", "storage"}
     assert names >= {"params_path", "overrides"}  # as the other flows
+
+
+def test_storage_bug_is_not_reported_as_a_bad_setting(monkeypatch):
+    """Only a wrong or unreachable URL is `search.storage`'s fault; another error surfaces."""
+    from pipelines.search import storage
+
+    _, cfg = load_search(ROOT / "params.yaml")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug in a storage plugin")
+
+    monkeypatch.setattr(storage, "RDBStorage", broken)
+    with pytest.raises(RuntimeError, match="bug in a storage plugin"):
+        storage.open_storage(cfg)

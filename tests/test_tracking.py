@@ -72,8 +72,9 @@ def store_env(mp: pytest.MonkeyPatch, uri: str, tmp: Path) -> None:
 
 def run_pipeline(params, tmp: Path, kill_after: int | None = None) -> dict:
     """Train (optionally killed, then resumed) and evaluate through the stage CLI."""
-    from pipelines import runner, tracking
-    from pipelines.__main__ import main
+    from pipelines.cli import main
+    from pipelines.tracking import mlflow_run as tracking
+    from pipelines.tracking import runner
 
     params_file, run_dir = tmp / "params.yaml", tmp / "models"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
@@ -102,7 +103,7 @@ def run_pipeline(params, tmp: Path, kill_after: int | None = None) -> dict:
 def assert_full_schema(client, run_id: str, params, run_dir: Path) -> None:
     """Params, per-epoch and final metrics, tags, artifacts and model of a finished run."""
     from dnc.io import sha256_file
-    from pipelines.run_schema import param_strings
+    from pipelines.tracking.schema import param_strings
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -138,7 +139,7 @@ def assert_model_predicts_identically(run_id: str, params, run_dir: Path) -> Non
     import mlflow.pytorch
     import torch
 
-    from pipelines.logged_model import load_classifier
+    from pipelines.tracking.logged_model import load_classifier
 
     expected, info = load_classifier(params, run_dir, None)
     loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
@@ -205,8 +206,8 @@ def resumed_copy(tracked, name: str) -> Path:
 @pytest.mark.slow
 def test_changed_params_start_a_new_nested_run_with_history(tracked, params):
     """An Optuna-style trial: nested under a study run; changed params -> a new run."""
-    from pipelines import runner
-    from pipelines.tracking import Store
+    from pipelines.tracking import runner
+    from pipelines.tracking.mlflow_run import Store
 
     store = Store()
     parent = store.client.create_run(store.experiment_id("test-study")).info.run_id
@@ -229,7 +230,7 @@ def test_changed_params_start_a_new_nested_run_with_history(tracked, params):
 
 @pytest.mark.slow
 def test_compare_prints_table_and_writes_plot(tracked, tmp_path, capsys):
-    from pipelines.__main__ import main
+    from pipelines.cli import main
 
     assert main(["compare", "--experiment", EXPERIMENT, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -246,7 +247,8 @@ def test_compare_prints_table_and_writes_plot(tracked, tmp_path, capsys):
 @pytest.mark.slow
 def test_cooperative_run_logs_depths_and_a_reloadable_model(store, params, tmp_path):
     """Another method's evaluation JSON and served model go through the same schema."""
-    from pipelines import runner, tracking
+    from pipelines.tracking import mlflow_run as tracking
+    from pipelines.tracking import runner
 
     coop = params.with_overrides(
         {"method": "cooperative", "train.epochs": 1, "data.test_size": 128}
@@ -264,7 +266,7 @@ def test_cooperative_run_logs_depths_and_a_reloadable_model(store, params, tmp_p
 
 
 def test_later_files_attach_to_the_recorded_run(tracked):
-    from pipelines.tracking import Store, attach_files
+    from pipelines.tracking.mlflow_run import Store, attach_files
 
     extra = tracked["tmp"] / "later.png"
     extra.write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -327,7 +329,7 @@ def test_rest_api_reads_the_run_and_logs_through_server(
     assert {"test/ensemble/acc", "val/member_1/acc", "train/js"} <= metrics
     # The same entry point works unchanged against the server: resuming a finished copy
     # continues the run over REST and ends it again.
-    from pipelines import runner
+    from pipelines.tracking import runner
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     copy = resumed_copy(tracked, "via-server")
@@ -354,7 +356,8 @@ class RaiseAtStart:
     ids=["exception", "sigterm"],
 )
 def test_interrupted_or_failed_run_is_never_left_running(tracked, params, tmp_path, stop, status):
-    from pipelines import runner, tracking
+    from pipelines.tracking import mlflow_run as tracking
+    from pipelines.tracking import runner
 
     if stop.sig is not None and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         pytest.skip("SIGTERM already handled in this process")
@@ -367,7 +370,7 @@ def test_interrupted_or_failed_run_is_never_left_running(tracked, params, tmp_pa
 
 
 def test_log_batches_respect_mlflow_limits(store):
-    from pipelines.tracking import Store
+    from pipelines.tracking.mlflow_run import Store
 
     store = Store()
     run_id = store.client.create_run(store.experiment_id("test-batching")).info.run_id
@@ -379,7 +382,7 @@ def test_log_batches_respect_mlflow_limits(store):
 
 def test_params_are_logged_as_reproducible_strings(params):
     from dnc.config import parse_set
-    from pipelines.run_schema import param_strings
+    from pipelines.tracking.schema import param_strings
 
     logged = param_strings(params)
     assert logged["data.train_size"] == "256" and logged["data.root"] == "null"
@@ -388,7 +391,7 @@ def test_params_are_logged_as_reproducible_strings(params):
 
 
 def test_final_metric_names():
-    from pipelines.run_schema import final_metrics
+    from pipelines.tracking.schema import final_metrics
 
     entry = {"acc": 90.0, "nll": 0.3, "params": 10, "macs": 100, "latency_ms": {"1": 2.0}}
     result = {
@@ -403,7 +406,7 @@ def test_final_metric_names():
 
 
 def test_bad_tracking_settings_exit_2_before_compute(params, tmp_path, monkeypatch, capsys):
-    from pipelines.__main__ import main
+    from pipelines.cli import main
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     args = ["stage", "train", "--params", str(tmp_path / "params.yaml")]
@@ -414,12 +417,15 @@ def test_bad_tracking_settings_exit_2_before_compute(params, tmp_path, monkeypat
     assert err.startswith("error: MLFLOW_TRACKING_URI=http://127.0.0.1:") and "\n" not in err
     monkeypatch.setenv("DNC_TRACKING", "maybe")
     assert main(args) == 2
-    assert capsys.readouterr().err.strip() == "error: DNC_TRACKING='maybe': expected on or off"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: DNC_TRACKING='maybe': expected on, off or mlflow"
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_tracking_off_touches_no_store(tracked, params, tmp_path, monkeypatch):
-    from pipelines import runner
+    from pipelines.tracking import runner
 
     monkeypatch.setenv("DNC_TRACKING", "off")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'off.db'}")
@@ -427,3 +433,21 @@ def test_tracking_off_touches_no_store(tracked, params, tmp_path, monkeypatch):
     (copy / "mlflow_run.json").unlink()
     runner.train(params, None, copy, entry_point="cli")
     assert not (tmp_path / "off.db").exists() and not (copy / "mlflow_run.json").exists()
+
+
+def test_store_reports_bad_uris_but_not_bugs(tmp_path, monkeypatch):
+    """A wrong URI is a setting (TrackingError, exit 2); an error inside MLflow's client that
+    is no connection or store error is a bug and must surface as itself."""
+    import mlflow
+
+    from pipelines.tracking.store import Store, TrackingError
+
+    with pytest.raises(TrackingError, match="MLFLOW_TRACKING_URI=nosuchscheme://x"):
+        Store.connect("nosuchscheme://x")
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("bug in a tracking plugin")
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_experiments", broken)
+    with pytest.raises(RuntimeError, match="bug in a tracking plugin"):
+        Store.connect(f"sqlite:///{tmp_path / 'ok.db'}")

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def si(value: float) -> str:
-    """12345 -> 12.35k; counts of params and MACs."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:g}"
+from pipelines.common.format import si
 
 
 def _latency(row: dict[str, Any]) -> str:

@@ -26,12 +26,11 @@ import mlflow
 from mlflow.tracking._tracking_service import utils as mlflow_uri_state
 
 from dnc.config import Params
-from dnc.stages import write_json
+from dnc.io import write_json
 from dnc.train import checkpoint
 from dnc.train.engine import FitResult, TrainState
-from pipelines import logged_model
-from pipelines import run_schema as schema
-from pipelines.tracking_store import Store, TrackingError, tracking_uri
+from pipelines.tracking import logged_model, schema
+from pipelines.tracking.store import Store, TrackingError, tracking_uri
 
 
 @contextlib.contextmanager

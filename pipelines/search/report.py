@@ -15,8 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import Params, load_params
 from dnc.io import write_json
-from pipelines.search_space import SearchConfig
-from pipelines.search_study import final_trials
+from pipelines.search.space import SearchConfig
+from pipelines.search.study import final_trials
 
 NOTES = ("rejected", "diverged", "invalid")
 
@@ -81,7 +81,7 @@ def plot_accuracy_vs_macs(
     `plots.accuracy_vs_macs`: that one plots test accuracy, one legend entry per point.)"""
     import matplotlib.pyplot as plt
 
-    from pipelines.plots import save_figure  # sets the Agg backend
+    from pipelines.dvc.plots import save_figure  # sets the Agg backend
 
     done = [r for r in rows if r["state"] == "COMPLETE"]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)

@@ -4,7 +4,7 @@
     python -m pipelines runs reap --stale-after 30m --dry-run   # only list them
 
 dnc ends its own runs FINISHED, FAILED or KILLED, SIGTERM and Ctrl-C included
-(`pipelines.tracking`). A process that dies without running any code (SIGKILL, the OOM
+(`pipelines.tracking.mlflow_run`). A process that dies without running any code (SIGKILL, the OOM
 killer, a machine that goes away) cannot, and its run stays RUNNING in `mlflow ui`. `reap`
 ends every RUNNING run of the experiment whose last sign of life (its start, its reopening
 on resume, or its last logged epoch) is older than `--stale-after`, as KILLED with a
@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dnc.config import ConfigError
-from pipelines.tracking_store import REOPENED_AT, STOP_REASON, Store
+from pipelines.common.errors import add_verbose
+from pipelines.tracking.store import REOPENED_AT, STOP_REASON, Store
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -80,13 +80,9 @@ def _iso(ms: int) -> str:
 
 
 def _reap(args: argparse.Namespace) -> int:
-    try:
-        older_than = parse_duration(args.stale_after)
-        store = Store.connect(args.tracking_uri)
-        runs = stale_runs(store, args.experiment, older_than, int(time.time() * 1000))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    older_than = parse_duration(args.stale_after)
+    store = Store.connect(args.tracking_uri)
+    runs = stale_runs(store, args.experiment, older_than, int(time.time() * 1000))
     for run in runs:
         print(f"{run.run_id}  {run.name}  last seen {_iso(run.last_seen_ms)}")
     if args.dry_run:
@@ -97,10 +93,15 @@ def _reap(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("runs", help="housekeeping of dnc's MLflow runs (reap stale RUNNING)")
+def add(p: argparse.ArgumentParser) -> None:
+    """`python -m pipelines runs reap`."""
     actions = p.add_subparsers(dest="action", required=True)
-    r = actions.add_parser("reap", help="end RUNNING runs left by killed processes as KILLED")
+    r = actions.add_parser(
+        "reap",
+        help="end RUNNING runs left by killed processes as KILLED",
+        formatter_class=p.formatter_class,
+    )
+    add_verbose(r)
     r.add_argument("--stale-after", required=True, help="e.g. 30m, 2h: longer than an epoch")
     r.add_argument(
         "--experiment",
@@ -108,7 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="MLflow experiment name (default: $MLFLOW_EXPERIMENT_NAME or dnc)",
     )
     r.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+        "--tracking-uri",
+        default=None,
+        help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     r.add_argument("--dry-run", action="store_true", help="list the runs, end none")
     r.set_defaults(func=_reap)

@@ -1,7 +1,7 @@
 """`python -m pipelines compare --experiment NAME`: evaluated runs side by side.
 
-Reads the runs of an MLflow experiment (the store of `pipelines.tracking`), prints a table
-(S, widths, ensemble accuracy, MACs, params, entry point) and writes it as markdown and JSON
+Reads the runs of an MLflow experiment (the store of `pipelines.tracking.mlflow_run`), prints a
+table (S, widths, ensemble accuracy, MACs, params, entry point) and writes it as markdown and JSON
 next to a PNG of test accuracy against MACs: one point per run for the full ensemble and a
 line through its k-of-S prefixes (the cheaper models every SplitNet contains) or, for the
 cooperative method, its Teammate depths.
@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from dnc.config import ConfigError
+from pipelines.common.format import si
 
 # (header, where in the run, format): where = "params.x" | "tags.x" | "metrics.x" | "info.x"
 COLUMNS: list[tuple[str, str, str]] = [
@@ -34,13 +34,6 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("entry point", "tags.dnc.entry_point", "{}"),
     ("run id", "info.run_id", "{}"),
 ]
-
-
-def _si(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
 
 
 def run_row(run: Any) -> dict[str, Any]:
@@ -81,7 +74,7 @@ def _point(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 def collect_rows(experiment: str, uri: str | None = None) -> list[dict[str, Any]]:
     """Evaluated runs (those with `test/ensemble/acc`) of `experiment`, cheapest first."""
-    from pipelines.tracking_store import Store
+    from pipelines.tracking.store import Store
 
     store = Store.connect(uri)
     found = store.client.get_experiment_by_name(experiment)
@@ -109,7 +102,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     def cell(value: Any, fmt: str) -> str:
         if value is None:
             return ""
-        return _si(float(value)) if fmt == "si" else fmt.format(value)
+        return si(float(value)) if fmt == "si" else fmt.format(value)
 
     lines = [
         "| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
@@ -134,7 +127,7 @@ def plot_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def compare(experiment: str, out_dir: Path, uri: str | None = None) -> dict[str, Any]:
     """Write compare.md, compare.json and accuracy_vs_macs.png for `experiment`."""
-    from pipelines.plots import accuracy_vs_macs  # matplotlib: only when plotting
+    from pipelines.dvc.plots import accuracy_vs_macs  # matplotlib: only when plotting
 
     rows = collect_rows(experiment, uri)
     if not rows:
@@ -150,18 +143,14 @@ def compare(experiment: str, out_dir: Path, uri: str | None = None) -> dict[str,
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        out = compare(args.experiment, Path(args.out), args.tracking_uri)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    out = compare(args.experiment, Path(args.out), args.tracking_uri)
     print(out["table"], end="")
     print(f"wrote {args.out}/compare.md, compare.json, {out['png'].name}")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="table + accuracy-vs-MACs plot of an MLflow experiment")
+def add(p: argparse.ArgumentParser) -> None:
+    """`python -m pipelines compare`."""
     p.add_argument(
         "--experiment",
         default=os.environ.get("MLFLOW_EXPERIMENT_NAME") or "dnc",
@@ -169,6 +158,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="reports/compare", help="folder for md/json/png")
     p.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+        "--tracking-uri",
+        default=None,
+        help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     p.set_defaults(func=_run)

@@ -19,10 +19,10 @@ import optuna
 
 from dnc.config import ConfigError, Params
 from dnc.train.engine import DivergenceError, TrainState
-from pipelines import runner
-from pipelines.run_schema import read_run_ref
-from pipelines.search_space import SearchConfig, inference_cost, over_budget
-from pipelines.search_study import stable_seed
+from pipelines.search.space import SearchConfig, inference_cost, over_budget
+from pipelines.search.study import stable_seed
+from pipelines.tracking import runner
+from pipelines.tracking.schema import read_run_ref
 
 # Forward + backward of one training image cost about 3x its forward pass.
 TRAIN_PASS_FACTOR = 3

@@ -19,11 +19,12 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
-from pipelines import runner
-from pipelines.search_objective import Objective
-from pipelines.search_report import write_reports
-from pipelines.search_space import Budget, SearchConfig, check_feasible, load_search
-from pipelines.search_study import Study, is_retry, open_study, run_worker, tally
+from pipelines.search.objective import Objective
+from pipelines.search.report import write_reports
+from pipelines.search.space import Budget, SearchConfig, check_feasible, load_search
+from pipelines.search.study import Study, is_retry, open_study, run_worker, tally
+from pipelines.tracking import runner
+from pipelines.tracking.base import get_tracker
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 PARENT_KEY = "mlflow_parent_run_id"
@@ -90,52 +91,42 @@ def _storage_shown(url: str) -> str:
 
 
 def open_parent_run(study: optuna.Study, search: SearchConfig) -> str | None:
-    """The study's MLflow parent run (created once, its id kept in the study), RUNNING."""
-    if not runner.tracking_enabled():
+    """The study's parent run (created once, its id kept in the study), RUNNING."""
+    tracker = get_tracker()
+    if tracker is None:
         return None
-    from pipelines import tracking  # MLflow: only when tracking is on
-
-    store = tracking.Store.connect()
-    run_id = study.user_attrs.get(PARENT_KEY)
-    if run_id is None:
-        run = store.client.create_run(
-            store.experiment_id(),
-            run_name=f"search/{study.study_name}",
-            tags={
-                "dnc.entry_point": "optuna",
-                "dnc.study": study.study_name,
-                "dnc.search_mode": search.mode,
-                "dnc.optuna_storage": _storage_shown(search.storage),
-            },
-        )
-        run_id = run.info.run_id
-        space = {
-            f"search.space.{k}": json.dumps(d.model_dump(exclude_none=True))
-            for k, d in search.space.items()
-        }
-        store.log(run_id, params={"search.mode": search.mode, **space})
+    tags = {
+        "dnc.entry_point": "optuna",
+        "dnc.study": study.study_name,
+        "dnc.search_mode": search.mode,
+        "dnc.optuna_storage": _storage_shown(search.storage),
+    }
+    space = {
+        f"search.space.{k}": json.dumps(d.model_dump(exclude_none=True))
+        for k, d in search.space.items()
+    }
+    params = {"search.mode": search.mode, **space}
+    known = study.user_attrs.get(PARENT_KEY)
+    run_id = tracker.open_study_run(study.study_name, tags, params, known)
+    if known is None:
         study.set_user_attr(PARENT_KEY, run_id)
-    store.reopen(run_id)
     return run_id
 
 
 def close_parent_run(run_id: str | None, summary: dict[str, Any], files: list[Path]) -> None:
-    """Attach the reports to the parent run; FINISHED once no trial is left to run."""
-    if run_id is None:
+    """Attach the reports to the parent run; ended once no trial is left to run."""
+    tracker = get_tracker() if run_id is not None else None
+    if tracker is None or run_id is None:
         return
-    from pipelines import tracking
-
-    store = tracking.Store.connect()
     counts = summary["counts"]
     metrics = {f"search/{k}": float(v) for k, v in counts.items()}
     metrics["search/train_macs"] = summary["budget"]["training"]["macs_spent"]
     if summary["best"]:
         metrics["search/best/val_acc"] = summary["best"][0]["val_acc"]
-    store.log(run_id, epochs={0: metrics})
-    for path in files:
-        store.client.log_artifact(run_id, str(path), "search")
-    if counts["waiting"] + counts["running"] == 0 or summary["stop_reason"].startswith("train"):
-        store.end(run_id)
+    idle = counts["waiting"] + counts["running"] == 0
+    tracker.close_study_run(
+        run_id, metrics, files, idle or summary["stop_reason"].startswith("train")
+    )
 
 
 def run_search(

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dnc.config import ConfigError, apply_overrides, params_from_dict, parse_set
-from pipelines.matrix import SECTION, parse_comparison, read_tree
-from pipelines.report import write_text
+from dnc.io import write_text
+from pipelines.common.params import add_params_options
+from pipelines.dvc.matrix import SECTION, parse_comparison, read_tree
 
 
 def find_preset(name: str, presets_dir: Path = Path("presets")) -> Path:
@@ -115,25 +115,17 @@ def _get(tree: dict[str, Any], dotted: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        path = find_preset(args.name, Path(args.presets_dir))
-        overrides = {**load_preset(path), **parse_set(args.set)}
-        changed = apply_preset(Path(args.params), overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    path = find_preset(args.name, Path(args.presets_dir))
+    overrides = {**load_preset(path), **parse_set(args.set)}
+    changed = apply_preset(Path(args.params), overrides)
     print(f"{args.params}: {len(changed)} keys set from {path}: {', '.join(changed) or '-'}")
     print("next: dvc repro   (or: dvc exp run -n NAME; undo: git checkout params.yaml)")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add(p: argparse.ArgumentParser) -> None:
     """`python -m pipelines preset`."""
-    p = sub.add_parser("preset", help="write a recipe from presets/ into params.yaml")
     p.add_argument("name", help="preset name (presets/<name>.yaml) or a preset file")
-    p.add_argument("--params", default="params.yaml", help="params file to update")
-    p.add_argument("--presets-dir", default="presets")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="extra override"
-    )
+    add_params_options(p, params_help="params file to update", set_help="extra override")
+    p.add_argument("--presets-dir", default="presets", help="folder of preset files")
     p.set_defaults(func=_run)

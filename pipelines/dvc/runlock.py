@@ -19,7 +19,7 @@ import yaml
 from dnc.config import Params
 from dnc.io import write_json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "2.0"  # dvc.lock's schema; the stage entries below have its shape
 LOCKED_STAGES = ("prepare", "train", "evaluate")
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from dnc.config import ConfigError, load_params, parse_set
+from pipelines.common.params import add_params_options, read_overrides
 
 # Before Prefect is imported: no telemetry, and a startup timeout that survives a busy machine
 # (the ephemeral server's 20 s default timed out under load).
@@ -34,27 +34,30 @@ def _grid(items: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def run_experiment(args: argparse.Namespace) -> Any:
+def run_experiment(args: argparse.Namespace) -> int:
+    """Run flow dnc-experiment in this process; print its result."""
     from dnc import stages
 
-    overrides = parse_set(args.set)
+    overrides = read_overrides(args)
     stages.check_params(load_params(args.params, overrides))  # fail before Prefect starts
-    from pipelines.flows import experiment_flow
+    from pipelines.prefect.flows import experiment_flow
 
-    return experiment_flow(
+    out = experiment_flow(
         params_path=args.params,
         overrides=overrides,
         out_dir=args.out_dir,
         data_store=args.data_store,
     )
+    return _print(out)
 
 
-def run_sweep(args: argparse.Namespace) -> Any:
-    overrides, grid = parse_set(args.set), _grid(args.grid) or None
-    from pipelines.flows import DEFAULT_GRID, expand_grid, sweep_flow
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run flow dnc-sweep in this process; print its result."""
+    overrides, grid = read_overrides(args), _grid(args.grid) or None
+    from pipelines.prefect.flows import DEFAULT_GRID, expand_grid, sweep_flow
 
     expand_grid(args.params, overrides, grid or DEFAULT_GRID)  # every point, before Prefect
-    return sweep_flow(
+    out = sweep_flow(
         params_path=args.params,
         grid=grid,
         overrides=overrides,
@@ -62,54 +65,56 @@ def run_sweep(args: argparse.Namespace) -> Any:
         out_dir=args.out_dir,
         data_store=args.data_store,
     )
+    return _print(out)
 
 
-def run_serve(args: argparse.Namespace) -> None:
-    from pipelines import deploy
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve prefect.yaml's deployments until interrupted."""
+    from pipelines.prefect import deploy
 
     path = Path(args.prefect_yaml) if args.prefect_yaml else deploy.PREFECT_YAML
     deploy.serve(path, args.only or None, args.limit, args.poll_seconds)
+    return 0
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    try:
-        out = args.flow_func(args)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a failed flow run: its cause, in one line
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+def _print(out: Any) -> int:
     if out is not None:
         print(json.dumps(out, indent=2))
     return 0
 
 
 def _common(p: argparse.ArgumentParser, out_dir: str) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out-dir", help=f"output folder (default {out_dir})")
+    add_params_options(p)
+    p.add_argument("--out-dir", help=f"output folder (default: {out_dir})")
     p.add_argument("--data-store", default="data/prefect", help="prepared-data store")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("experiment", help="flow dnc-experiment: prepare, train, evaluate, report")
+def experiment(p: argparse.ArgumentParser) -> None:
+    """`python -m pipelines experiment`."""
     _common(p, "runs/<label>/<flow run name>")
-    p.set_defaults(func=_dispatch, flow_func=run_experiment)
-    p = sub.add_parser("sweep", help="flow dnc-sweep: a grid of configurations, compared")
+    p.set_defaults(func=run_experiment)
+
+
+def sweep(p: argparse.ArgumentParser) -> None:
+    """`python -m pipelines sweep`."""
     _common(p, "runs/sweep/<flow run name>")
     p.add_argument(
         "--grid",
         action="append",
         default=[],
         metavar="KEY=[V1, V2]",
-        help="a swept key (repeatable; default split.factor=[1, 2, 4])",
+        help="a swept key (repeatable; none given: split.factor=[1, 2, 4])",
     )
     p.add_argument("--max-concurrent", type=int, default=1, help="trainings at once (2 cores: 1)")
-    p.set_defaults(func=_dispatch, flow_func=run_sweep)
-    p = sub.add_parser("serve", help="serve prefect.yaml's deployments (needs a Prefect server)")
+    p.set_defaults(func=run_sweep)
+
+
+def serve(p: argparse.ArgumentParser) -> None:
+    """`python -m pipelines serve`."""
     p.add_argument("--prefect-yaml", help="default: the project's prefect.yaml")
-    p.add_argument("--only", action="append", default=[], metavar="FLOW/NAME")
-    p.add_argument("--limit", type=int, default=1, help="flow runs at once (default 1)")
+    p.add_argument(
+        "--only", action="append", default=[], metavar="FLOW/NAME", help="serve only these"
+    )
+    p.add_argument("--limit", type=int, default=1, help="flow runs at once")
     p.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for runs")
-    p.set_defaults(func=_dispatch, flow_func=run_serve)
+    p.set_defaults(func=run_serve)

@@ -16,12 +16,13 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from dnc.config import ConfigError, Params
-from pipelines import run_schema as schema
+from pipelines.tracking import schema
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "dnc"
@@ -35,6 +36,17 @@ _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch lim
 
 class TrackingError(ConfigError):
     """The tracking store is unreachable or misconfigured (names the URI)."""
+
+
+# What a wrong or unreachable URI raises: a connection or file error, MLflow's own error (an
+# unknown scheme, a failed migration), a database driver's error or a driver not installed.
+# Anything else is a bug and propagates as itself.
+SETTING_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ImportError,
+    mlflow.exceptions.MlflowException,
+    sqlalchemy.exc.SQLAlchemyError,
+)
 
 
 def tracking_uri() -> str:
@@ -65,8 +77,6 @@ def _probe(uri: str, timeout: float = 5.0) -> None:
             reason = getattr(err, "reason", err)
             raise ConnectionError(f"no answer from {uri} ({reason})") from None
     elif scheme in ("postgresql", "mysql", "mssql"):
-        import sqlalchemy
-
         args = {"connect_timeout": int(timeout)} if scheme != "mssql" else {}
         engine = sqlalchemy.create_engine(uri, connect_args=args)
         try:
@@ -90,7 +100,7 @@ class Store:
             _probe(uri)
             store = cls(uri)
             store.client.search_experiments(max_results=1)
-        except Exception as err:  # any driver/HTTP error: report it as a bad setting
+        except SETTING_ERRORS as err:  # the URI is wrong or its store does not answer
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {reason}") from None
         return store

@@ -1,28 +1,20 @@
 """Tracked stage runs: what every entry point (DVC stage, Prefect task, Optuna trial) calls.
 
 Each function calls the one implementation in `dnc.stages` and adds the orchestration-side
-concerns (MLflow tracking, `pipelines.tracking`), so DVC, Prefect and Optuna runs are
-identical apart from the `entry_point` tag they record. Tracking is on unless the
-environment says `DNC_TRACKING=off`; MLflow is imported only when it is on.
+concerns (the tracker of `pipelines.tracking.base`, MLflow by default), so DVC, Prefect and
+Optuna runs are identical apart from the `entry_point` tag they record. Tracking is on unless the
+environment says `DNC_TRACKING=off`; the tracker's library is imported only when it is on.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from dnc import stages
-from dnc.config import ConfigError, Params
+from dnc.config import Params
 from dnc.train.engine import FitResult
-
-
-def tracking_enabled() -> bool:
-    """`DNC_TRACKING` is `on` (default) or `off`; anything else is a setting error."""
-    value = os.environ.get("DNC_TRACKING", "on").strip().lower()
-    if value not in ("on", "off"):
-        raise ConfigError(f"DNC_TRACKING={value!r}: expected on or off")
-    return value == "on"
+from pipelines.tracking.base import get_tracker
 
 
 def prepare(params: Params, out_dir: Path) -> dict:
@@ -44,12 +36,10 @@ def train(
     """Co-train with the given extra engine callbacks (e.g. Optuna pruning), tracked as one
     MLflow run (nested under `parent_run_id` if given; continued on resume)."""
     out_dir = Path(out_dir)
-    if not tracking_enabled():
+    tracker = get_tracker()  # imports the tracker's library (MLflow: ~2 s) only when on
+    if tracker is None:
         return stages.train(params, data_dir, out_dir, callbacks=list(callbacks), resume=resume)
-    from pipelines import tracking  # imports MLflow (~2 s): only when tracking is on
-
-    run = tracking.TrainingRun(
-        tracking.Store.connect(),  # a bad store URI fails here, before any compute
+    run = tracker.training_run(
         params,
         out_dir,
         data_dir,
@@ -81,22 +71,18 @@ def evaluate(
     """Test metrics of the selected checkpoint, written to `out_path` and logged (with the
     model unless `log_model=False`) to the training's MLflow run. `devices`: see
     `dnc.stages.evaluate` (members spread over several GPUs)."""
-    if not tracking_enabled():
-        return stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
-    from pipelines import tracking
-
-    store = tracking.Store.connect()
+    tracker = get_tracker()  # connects before the evaluation's compute
     metrics = stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
-    tracking.log_evaluation(
-        store,
-        params,
-        data_dir,
-        model_dir,
-        out_path,
-        metrics,
-        entry_point=entry_point,
-        parent_run_id=parent_run_id,
-        run_name=run_name,
-        log_model=log_model,
-    )
+    if tracker is not None:
+        tracker.log_evaluation(
+            params,
+            data_dir,
+            model_dir,
+            out_path,
+            metrics,
+            entry_point=entry_point,
+            parent_run_id=parent_run_id,
+            run_name=run_name,
+            log_model=log_model,
+        )
     return metrics

@@ -1,6 +1,6 @@
 """`python -m pipelines search`: run one worker of an Optuna study (start several to share it).
 
-Kept apart from `pipelines.search` (the Prefect flow) so the command never imports Prefect.
+Kept apart from `pipelines.search.flow` (the Prefect flow) so the command never imports Prefect.
 Bad input exits 2 with one line naming the key, before any compute.
 """
 
@@ -8,39 +8,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dnc.config import ConfigError, parse_set
+from pipelines.common.params import add_params_options, read_overrides
 
 
 def run(args: argparse.Namespace) -> int:
     """Parse, run the worker, print a one-line JSON summary."""
-    try:
-        from pipelines.search_run import run_search, search_overrides  # imports torch, optuna
+    from pipelines.search.run import run_search, search_overrides  # imports torch, optuna
 
-        overrides = search_overrides(
-            parse_set(args.set),
-            n_trials=args.n_trials,
-            budget_flops=args.budget_flops,
-            budget_params=args.budget_params,
-            budget_train=args.budget_train,
-            budget_train_seconds=args.budget_train_seconds,
-            mode=args.mode,
-            storage=args.storage,
-        )
-        summary = run_search(
-            args.study,
-            params_path=Path(args.params),
-            overrides=overrides,
-            data_dir=Path(args.data) if args.data else None,
-            models_dir=Path(args.models_dir),
-            reports_dir=Path(args.reports_dir),
-        )
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    overrides = search_overrides(
+        read_overrides(args),
+        n_trials=args.n_trials,
+        budget_flops=args.budget_flops,
+        budget_params=args.budget_params,
+        budget_train=args.budget_train,
+        budget_train_seconds=args.budget_train_seconds,
+        mode=args.mode,
+        storage=args.storage,
+    )
+    summary = run_search(
+        args.study,
+        params_path=Path(args.params),
+        overrides=overrides,
+        data_dir=Path(args.data) if args.data else None,
+        models_dir=Path(args.models_dir),
+        reports_dir=Path(args.reports_dir),
+    )
     short = {k: summary[k] for k in ("study", "stop_reason", "counts", "best")}
     short["files"] = summary["files"]
     print(json.dumps(short))
@@ -57,14 +52,15 @@ def _positive(kind: type) -> Callable[[str], float]:
     return parse
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "search",
-        help="Optuna search of split factor, width and co-training weight under a budget",
-        description=__doc__.splitlines()[0],
-    )
+def add(p: argparse.ArgumentParser) -> None:
+    """`python -m pipelines search`."""
+    p.description = (__doc__ or "").splitlines()[0]
     p.add_argument("--study", required=True, help="study name (shared by its workers)")
-    p.add_argument("--n-trials", type=_positive(int), help="trials of the whole study")
+    p.add_argument(
+        "--n-trials",
+        type=_positive(int),
+        help="trials of the study (default: search.n_trials)",
+    )
     p.add_argument(
         "--budget-flops",
         "--budget-macs",
@@ -80,11 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "val images) x model MACs); the study stops starting trials once it is spent",
     )
     p.add_argument("--budget-train-seconds", type=_positive(float), help="same, in seconds")
-    p.add_argument("--mode", choices=("single", "multi"))
-    p.add_argument("--storage", help="SQLAlchemy URL (default search.storage)")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--mode", choices=("single", "multi"), help="default: search.mode")
+    p.add_argument("--storage", help="SQLAlchemy URL (default: search.storage)")
+    add_params_options(p)
     p.add_argument("--data", help="prepared data dir (default: prepared into data/search/STUDY)")
-    p.add_argument("--models-dir", default="models/search")
-    p.add_argument("--reports-dir", default="reports/search")
+    p.add_argument("--models-dir", default="models/search", help="run dirs of the trials")
+    p.add_argument("--reports-dir", default="reports/search", help="the study's reports")
     p.set_defaults(func=run)

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dnc.config import ConfigError
 from dnc.io import write_text
-from pipelines.matrix import Comparison, load_comparison, run_name
+from pipelines.common.format import si
+from pipelines.dvc.matrix import Comparison, load_comparison, run_name
 
 
 @dataclass(frozen=True)
@@ -115,13 +115,6 @@ def label(config: str, s: dict[str, Any]) -> str:
     return f"{config}: {shape} x w{s['member_width']:g} (of {s['width']:g})"
 
 
-def _si(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
-
-
 def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
     """The comparison table (sorted by MACs) with a line saying what was run."""
     p = runs[0].params
@@ -144,7 +137,7 @@ def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
         latency = ", ".join(f"{v:.2f} ({b})" for b, v in s["latency_ms"].items())
         lines.append(
             f"| {config} | {s['split_factor'] or s['method']} | {s['width']:g} "
-            f"({s['member_width']:g}) | {_si(s['params'])} | {_si(s['macs'])} | "
+            f"({s['member_width']:g}) | {si(s['params'])} | {si(s['macs'])} | "
             f"**{s['acc_mean']:.2f} ± {s['acc_std']:.2f}** | {s['member_acc_mean']:.2f} | "
             f"{k1['acc_mean']:.2f} ± {k1['acc_std']:.2f} | {s['nll_mean']:.4f} | {latency} |"
         )
@@ -194,7 +187,7 @@ def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path
     """Read every run, write the table, summary, plots and curves; returns the summary."""
     comparison = load_comparison(params_path)
     runs = load_runs(comparison, metrics_dir, models_dir)  # all inputs checked before work
-    from pipelines import plots  # imports matplotlib: after the inputs are known good
+    from pipelines.dvc import plots  # imports matplotlib: after the inputs are known good
 
     summary = summarise(comparison, runs)
     table, out_dir = Path(out_dir) / "report.md", Path(out_dir) / "report"
@@ -229,20 +222,15 @@ def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        summary = report(Path(args.params), Path(args.metrics), Path(args.models), Path(args.out))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = report(Path(args.params), Path(args.metrics), Path(args.models), Path(args.out))
     for config, s in summary.items():
         print(f"{label(config, s):40s} {s['acc_mean']:6.2f} ± {s['acc_std']:.2f} %")
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def add(p: argparse.ArgumentParser) -> None:
     """`python -m pipelines report`."""
-    p = sub.add_parser("report", help="table + plots of every configuration (DVC report stage)")
     p.add_argument("--params", default="params.yaml", help="params file with a compare section")
     p.add_argument("--metrics", default="reports/evaluate", help="folder of metrics JSON")
     p.add_argument("--models", default="models", help="folder of run dirs (history.json)")

@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from pipelines.common.format import si  # noqa: E402
+
 # One series of a line plot: (x values, y values, y standard deviations or None).
 Series = tuple[Sequence[float], Sequence[float], Sequence[float] | None]
 
@@ -41,11 +43,8 @@ def save_figure(fig: Figure, out_png: Path) -> Path:
     return out_png
 
 
-def _si(value: float, _pos: Any = None) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:g}{unit}"
-    return f"{value:g}"
+def _tick(value: float, _pos: Any = None) -> str:
+    return si(value, digits=None)  # ticks are round numbers: no trailing zeros
 
 
 def accuracy_vs_macs(rows: list[dict[str, Any]], out_png: Path, title: str) -> Path:
@@ -77,8 +76,8 @@ def accuracy_vs_macs(rows: list[dict[str, Any]], out_png: Path, title: str) -> P
                 ax.annotate(str(row["label"]), (x, y), textcoords="offset points",
                             xytext=(4, -10), fontsize=7)  # fmt: skip
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(_si)
-    ax.xaxis.set_minor_formatter(_si)
+    ax.xaxis.set_major_formatter(_tick)
+    ax.xaxis.set_minor_formatter(_tick)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("inference MACs per image (multiply-adds, summed over members)")
     ax.set_ylabel("test accuracy (%)")

@@ -1,7 +1,8 @@
 """The tasks of the dnc flows: each wraps one side effect and calls the stage runner.
 
-Training and evaluation go through `pipelines.runner` (tracked, entry point "prefect"), FLOPs
-through `dnc.stages.info`, hashes through `pipelines.runlock`; no model logic lives here.
+Training and evaluation go through `pipelines.tracking.runner` (tracked, entry point
+"prefect"), FLOPs through `dnc.stages.info`, hashes through `pipelines.dvc.runlock`; no model
+logic lives here.
 Prepared data is content-addressed: `<data store>/<data_key>/`, where the key covers
 params.data, the seed, the raw dataset files and the prepared format. The same key is the
 Prefect cache key of `prepare`, so runs and sweep points with the same data share one folder.
@@ -27,8 +28,9 @@ from dnc.config import DataConfig, Params
 from dnc.data import get_dataset_info
 from dnc.data.prepare import FORMAT as PREPARED_FORMAT
 from dnc.io import write_json
-from pipelines import plots, runlock, runner
-from pipelines.flow_report import comparison_table, experiment_table
+from pipelines.dvc import plots, runlock
+from pipelines.prefect.report import comparison_table, experiment_table
+from pipelines.tracking import runner
 
 ENTRY_POINT = "prefect"  # the tracking tag of runs started here
 PLOT = "accuracy_vs_macs.png"

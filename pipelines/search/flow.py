@@ -1,6 +1,6 @@
 """Prefect flow `dnc-search`: one worker of an Optuna study, as a flow run.
 
-The deployment (prefect.yaml) points at `pipelines/search.py:search_flow`; its parameters
+The deployment (prefect.yaml) points at `pipelines/search/flow.py:search_flow`; its parameters
 are the `python -m pipelines search` options, with `params_path` and an `overrides` mapping
 of dotted keys as in the other flows (for `--params` and `--set`). Run several flow runs (or
 CLI workers) on the same study and storage to work it in parallel.
@@ -14,7 +14,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.search_run import run_search, search_overrides
+from pipelines.search.run import run_search, search_overrides
 
 
 @task(name="run-study-worker", cache_policy=NO_CACHE)

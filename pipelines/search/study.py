@@ -12,118 +12,28 @@ parameters, which then resumes from the trial's checkpoint.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
-from pipelines.search_space import SearchConfig, grid
+from dnc.io import derive_seed
+from pipelines.search.space import SearchConfig, grid
+from pipelines.search.storage import StudyLock, open_storage, quiet_experimental
 
 FINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def stable_seed(*parts: object) -> int:
-    """A 31-bit seed that is a pure function of `parts` (Python's `hash` is salted)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
-
-
-@contextlib.contextmanager
-def _quiet_experimental() -> Iterator[None]:
-    # Heartbeat retry and `fail_stale_trials` are stable in practice but still flagged.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-class StudyLock:
-    """A cross-process lock on one study: flock on `<db>.lock` (SQLite) or a PostgreSQL
-    advisory lock. `release` is idempotent so the objective can release it early."""
-
-    def __init__(self, url: str, study_name: str) -> None:
-        self.url = sqlalchemy.engine.make_url(url)
-        self.shown = self.url.render_as_string(hide_password=True)
-        self.key = stable_seed("optuna-study", study_name) - (1 << 30)
-        self._held: Any = None
-        self._thread_lock = threading.Lock()
-        if self.url.get_backend_name() == "postgresql":
-            self._engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.NullPool)
-
-    def acquire(self) -> None:
-        backend, db = self.url.get_backend_name(), self.url.database
-        if backend == "postgresql":
-            try:
-                conn = self._engine.connect()
-            except sqlalchemy.exc.SQLAlchemyError as err:
-                reason = str(err.orig).strip().splitlines()[0]
-                raise ConfigError(
-                    f"search.storage: cannot connect to {self.shown}: {reason}"
-                ) from None
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
-            self._held = conn
-        elif db and db != ":memory:":
-            Path(db).parent.mkdir(parents=True, exist_ok=True)
-            handle = open(f"{db}.lock", "a")  # noqa: SIM115 (held until release)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            self._held = handle
-        else:
-            self._thread_lock.acquire()
-            self._held = self._thread_lock
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is None:
-            return
-        if isinstance(held, sqlalchemy.Connection):
-            held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-            held.close()
-        elif held is self._thread_lock:
-            held.release()
-        else:
-            fcntl.flock(held, fcntl.LOCK_UN)
-            held.close()
-
-    def __enter__(self) -> StudyLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def open_storage(search: SearchConfig) -> RDBStorage:
-    """RDB storage with heartbeats; a dead worker's trial is failed and queued again."""
-    url = search.storage
-    sqlite = url.startswith("sqlite")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    try:
-        with _quiet_experimental():
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=search.heartbeat_interval,
-                grace_period=search.grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                    max_retry=search.max_retry, inherit_intermediate_values=True
-                ),
-            )
-    except Exception as err:  # driver errors of every kind: a bad setting, say which
-        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"search.storage: cannot open {shown}: {reason}") from None
+def stable_seed(*parts: int | str) -> int:
+    """`dnc.io.derive_seed` of `parts`, cut to 31 bits: Optuna's samplers seed numpy's
+    RandomState, which takes seeds below 2**32."""
+    return derive_seed(*parts) >> 32
 
 
 def make_sampler(search: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
@@ -161,12 +71,12 @@ def directions(search: SearchConfig) -> list[str]:
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of stale trials that were queued again (their retry stands for them)."""
-    with _quiet_experimental():
+    with quiet_experimental():
         return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
 def is_retry(trial: FrozenTrial) -> bool:
-    with _quiet_experimental():
+    with quiet_experimental():
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is not None
 
 
@@ -278,7 +188,7 @@ def run_worker(
         study.lock.acquire()
         try:
             current = study.load()
-            with _quiet_experimental():
+            with quiet_experimental():
                 optuna.storages.fail_stale_trials(current)
             trials = current.get_trials(deepcopy=False)
             if reason := budget_left(trials):

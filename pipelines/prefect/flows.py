@@ -1,6 +1,6 @@
 """Prefect flows `dnc-experiment` and `dnc-sweep`: prepare -> co-train -> evaluate + FLOPs.
 
-A flow reads as its list of steps; each step is a task of `pipelines.flow_tasks` that calls
+A flow reads as its list of steps; each step is a task of `pipelines.prefect.tasks` that calls
 the stage functions, so no model or training logic lives here. A flow's parameters are its
 config: a params file plus dotted-key overrides (`split.factor`), validated in the flow body
 before any task runs, so a bad value fails the run at once with the key in the message.
@@ -8,7 +8,7 @@ before any task runs, so a bad value fails the run at once with the key in the m
 Outputs: prepared data in a content-addressed store shared by runs (`data/prefect/<key>/`)
 and one folder per configuration: `model/` (checkpoints), `metrics.json`, `flops.json`,
 `report.md`, `accuracy_vs_macs.png` and `run.lock.json` (the stages hashed as `dvc repro`
-hashes them, `pipelines.runlock`).
+hashes them, `pipelines.dvc.runlock`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dnc import stages
 from dnc.config import ConfigError, Params, load_params
-from pipelines.flow_tasks import (
+from pipelines.prefect.tasks import (
     PLOT,
     RunPaths,
     count_flops,
