@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from dnc.config import ConfigError
-from pipelines.tracking.store import tracking_uri
 
 
 def server_command(uri: str, port: int, artifacts: Path) -> tuple[list[str], dict[str, str]]:
@@ -43,6 +42,8 @@ def server_command(uri: str, port: int, artifacts: Path) -> tuple[list[str], dic
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipelines.tracking.store import tracking_uri  # imports MLflow: not for --help
+
     uri = args.tracking_uri or tracking_uri()
     cmd, env = server_command(uri, args.port, Path(args.artifacts))
     print(f"MLflow UI on {uri}: http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
