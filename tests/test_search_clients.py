@@ -106,12 +106,13 @@ def test_study_attrs_are_short_and_objectives_named(tmp_path):
     fixed key is still named (full text kept as a system attr); objectives are labelled."""
     path = write_params(tmp_path, mode="multi", sampler="nsga2")
     base, search = load_search(path)
-    study = open_study("attrs", base, search, lambda s: None)
+    open_study("attrs", base, search, lambda s: None)
     loaded = optuna.load_study(study_name="attrs", storage=search.storage)
     assert len(loaded.user_attrs[FINGERPRINT]) == 16
     assert len(repr(loaded.user_attrs)) < 200
     assert loaded.metric_names == ["val_acc", "inference_macs"]
-    study.storage.remove_session()
+    again = open_study("attrs", base, search, lambda s: None)  # the same study: fine
+    assert again.load().user_attrs[FINGERPRINT] == loaded.user_attrs[FINGERPRINT]
     changed, _ = load_search(path, {"train.lr": base.train.lr * 2})
     with pytest.raises(ConfigError, match=r"^train\.lr: study 'attrs' was created with"):
         open_study("attrs", changed, search, lambda s: None)
