@@ -58,6 +58,10 @@ COMMANDS: dict[str, Command] = {
     "runs": Command(
         "housekeeping of dnc's MLflow runs (reap stale RUNNING)", "pipelines.tracking.runs:add"
     ),
+    "ui": Command(
+        "the MLflow UI on the tracking store (one light server on 127.0.0.1)",
+        "pipelines.tracking.ui:add",
+    ),
     "compare": Command(
         "table + accuracy-vs-MACs plot of an MLflow experiment", "pipelines.tracking.compare:add"
     ),

@@ -75,9 +75,26 @@ def parse_comparison(tree: dict[str, Any]) -> Comparison:
     if not isinstance(configs, dict) or not configs:
         raise ConfigError(f"{SECTION}.configs: expected a mapping name -> {{dotted.key: value}}")
     base = {k: v for k, v in tree.items() if k not in config.declared_sections()}
+    base_error = _error_of(base)
     for name, overrides in configs.items():
-        _check_config(base, str(name), overrides)
+        try:
+            _check_config(base, str(name), overrides)
+        except ConfigError as err:
+            # A bad key of the shared sections (`dvc exp run -S +split.factr=2`) is the user's
+            # key, not a configuration's: name it as typed.
+            if base_error is not None and str(err).endswith(f": {base_error}"):
+                raise ConfigError(base_error) from None
+            raise
     return Comparison({str(k): dict(v) for k, v in configs.items()}, list(seeds))
+
+
+def _error_of(tree: dict[str, Any]) -> str | None:
+    """The validation error of a params tree, or None if it is valid."""
+    try:
+        params_from_dict(tree)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def _check_config(base: dict[str, Any], name: str, overrides: Any) -> None:

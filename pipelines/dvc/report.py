@@ -23,6 +23,7 @@ from typing import Any
 from dnc.config import ConfigError
 from dnc.io import write_text
 from pipelines.common.format import si
+from pipelines.common.machine import platform_line
 from pipelines.dvc.matrix import Comparison, load_comparison, run_name
 
 
@@ -127,6 +128,9 @@ def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
         f"{p['data']['train_size'] or 'all'} training images, {n_test} test images; "
         f"mean ± sample std over seeds {seeds} (n={len(seeds)}). MACs = multiply-adds per "
         "image summed over members; k=1 = the first member alone.",
+        "",
+        f"Computed on {platform_line()} (CPU results repeat on one machine, not across CPU "
+        "models).",
         "",
         "| config | S | width (member) | params | MACs | test acc % | mean member acc % "
         "| k=1 acc % | NLL | latency ms (batch) |",

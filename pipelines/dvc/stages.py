@@ -26,7 +26,8 @@ def run_train(args: argparse.Namespace) -> dict:
     from pipelines.tracking import runner
 
     params = read_params(args, matrix=True)
-    result = runner.train(params, args.data and Path(args.data), Path(args.out), entry_point="dvc")
+    data = args.data and Path(args.data)
+    result = runner.train(params, data, Path(args.out), entry_point="dvc", config=args.config)
     return {"best_epoch": result.state.best_epoch, "best_val_acc": result.state.best_value}
 
 
@@ -41,6 +42,7 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         Path(args.model_dir),
         Path(args.out),
         entry_point="dvc",
+        config=args.config,
     )
     return {"ensemble_acc": metrics["ensemble"]["acc"]}
 

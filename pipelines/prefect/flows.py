@@ -13,7 +13,9 @@ hashes them, `pipelines.dvc.runlock`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dnc import stages
 from dnc.config import ConfigError, Params, load_params
+from pipelines.common.errors import one_line
 from pipelines.prefect.tasks import (
     PLOT,
     RunPaths,
@@ -64,6 +67,18 @@ def expand_grid(
     return [(point, load_config(params_path, {**overrides, **point})) for point in points]
 
 
+@contextlib.contextmanager
+def reason_logged() -> Iterator[None]:
+    """Log a bad parameter as one ERROR line of the flow run, then fail the run with it (the
+    failed state's message, shown by the UI, also names it): `prefect deployment run --watch`
+    prints the run's logs but of its final state only the name."""
+    try:
+        yield
+    except ConfigError as err:
+        run_logger().error("%s", one_line(err))
+        raise
+
+
 # -- flows -----------------------------------------------------------------------------------
 
 
@@ -84,7 +99,8 @@ def experiment_flow(
 ) -> dict[str, Any]:
     """One configuration end to end, into `out_dir` (default `runs/<label>/<flow run>`)."""
     overrides = overrides or {}
-    params = load_config(params_path, overrides)  # before any task: a bad value fails here
+    with reason_logged():
+        params = load_config(params_path, overrides)  # before any task: a bad value fails here
     run_dir = Path(out_dir) if out_dir else Path(RUNS) / run_label(params) / _run_name()
     paths = _paths(params, run_dir, data_store)
     run_logger().info("%s -> %s (data %s)", run_label(params), paths.run, paths.data)
@@ -112,9 +128,10 @@ def sweep_flow(
 ) -> list[dict[str, Any]]:
     """Every grid point (default S in 1, 2, 4), `max_concurrent` trainings at a time."""
     overrides = overrides or {}
-    if max_concurrent < 1:
-        raise ConfigError(f"max_concurrent: must be >= 1, got {max_concurrent}")
-    grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)  # all validated
+    with reason_logged():
+        if max_concurrent < 1:
+            raise ConfigError(f"max_concurrent: must be >= 1, got {max_concurrent}")
+        grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)  # all validated
     points, configs = [pt for pt, _ in grid_points], [p for _, p in grid_points]
     sweep_dir = Path(out_dir) if out_dir else Path(RUNS) / "sweep" / _run_name()
     paths = [_paths(p, sweep_dir / run_label(p), data_store) for p in configs]

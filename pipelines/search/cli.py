@@ -59,7 +59,8 @@ def add(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--n-trials",
         type=_positive(int),
-        help="trials of the study (default: search.n_trials)",
+        help="trials of the study (default: search.n_trials); a candidate rejected for "
+        "the inference budget takes one of them, untrained",
     )
     p.add_argument(
         "--budget-flops",
@@ -80,6 +81,7 @@ def add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", help="SQLAlchemy URL (default: search.storage)")
     add_params_options(p)
     p.add_argument("--data", help="prepared data dir (default: prepared into data/search/STUDY)")
-    p.add_argument("--models-dir", default="models/search", help="run dirs of the trials")
+    # Outside models/ (DVC's outputs): a search must not change what `dvc status` sees.
+    p.add_argument("--models-dir", default="runs/search", help="run dirs of the trials")
     p.add_argument("--reports-dir", default="reports/search", help="the study's reports")
     p.set_defaults(func=run)

@@ -1,7 +1,7 @@
 """`run_search`: one worker of a study, from params to reports (what the CLI and the Prefect
 flow call). Start it in several processes or on several machines to work a study in parallel.
 
-Outputs: trials in `models/search/<study>/trial_<n>/`, prepared data in `data/search/<study>/`
+Outputs: trials in `runs/search/<study>/trial_<n>/`, prepared data in `data/search/<study>/`
 (unless `data_dir` is given), reports in `reports/search/<study>/`, trials as nested MLflow
 runs under the study's parent run.
 """
@@ -135,7 +135,7 @@ def run_search(
     params_path: Path = Path("params.yaml"),
     overrides: dict[str, Any] | None = None,
     data_dir: Path | None = None,
-    models_dir: Path = Path("models/search"),
+    models_dir: Path = Path("runs/search"),
     reports_dir: Path = Path("reports/search"),
 ) -> dict[str, Any]:
     """Work the study until no trial is left or the training budget is spent; write the

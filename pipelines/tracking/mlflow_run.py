@@ -81,10 +81,12 @@ class TrainingRun:
         entry_point: str,
         parent_run_id: str | None = None,
         run_name: str | None = None,
+        config: str | None = None,
     ) -> None:
         self.store, self.params, self.run_dir = store, params, Path(run_dir)
         self.data_dir = Path(data_dir) if data_dir else None
-        self.entry_point, self.parent_run_id, self.run_name = entry_point, parent_run_id, run_name
+        self.entry_point, self.parent_run_id, self.config = entry_point, parent_run_id, config
+        self.run_name = run_name or schema.run_name(params, config)
         self.run_id: str | None = None
         self._ended = False
         self._warned = False
@@ -97,7 +99,7 @@ class TrainingRun:
             logged = self.store.logged_epochs(previous)
         else:
             tags = {
-                **schema.config_tags(self.params, self.entry_point),
+                **schema.config_tags(self.params, self.entry_point, self.config),
                 **schema.git_tags(),
                 **schema.data_tags(self.data_dir),
             }
@@ -167,13 +169,14 @@ def _evaluation_run(
         store.reopen(previous)
         return previous
     tags = {
-        **schema.config_tags(params, how["entry_point"]),
+        **schema.config_tags(params, how["entry_point"], how["config"]),
         **schema.git_tags(),
         **schema.data_tags(data_dir),
     }
     if previous:
         tags[f"{schema.TAG}previous_run_id"] = previous
-    run_id = store.start_run(params, tags, how["run_name"], how["parent_run_id"])
+    name = how["run_name"] or schema.run_name(params, how["config"])
+    run_id = store.start_run(params, tags, name, how["parent_run_id"])
     path = Path(model_dir) / "history.json"
     history = json.loads(path.read_text()) if path.is_file() else []
     store.log(run_id, epochs=_history_epochs(history, set()))
@@ -192,6 +195,7 @@ def log_evaluation(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     log_model: bool = True,
+    config: str | None = None,
 ) -> str:
     """Log test metrics, metrics JSON, plots and the model to the training's run; end it."""
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -203,6 +207,7 @@ def log_evaluation(
         entry_point=entry_point,
         run_name=run_name,
         parent_run_id=parent_run_id,
+        config=config,
     )
     try:
         tags = {f"{schema.TAG}eval_entry_point": entry_point}

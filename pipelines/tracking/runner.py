@@ -32,6 +32,7 @@ def train(
     resume: bool = True,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    config: str | None = None,
 ) -> FitResult:
     """Co-train with the given extra engine callbacks (e.g. Optuna pruning), tracked as one
     MLflow run (nested under `parent_run_id` if given; continued on resume)."""
@@ -46,6 +47,7 @@ def train(
         entry_point=entry_point,
         parent_run_id=parent_run_id,
         run_name=run_name,
+        config=config,
     )
     with run.guard():
         # Tracking first: an epoch is logged before a pruning callback may stop the run.
@@ -67,6 +69,7 @@ def evaluate(
     run_name: str | None = None,
     log_model: bool = True,
     devices: Sequence[str] | None = None,
+    config: str | None = None,
 ) -> dict:
     """Test metrics of the selected checkpoint, written to `out_path` and logged (with the
     model unless `log_model=False`) to the training's MLflow run. `devices`: see
@@ -84,5 +87,6 @@ def evaluate(
             parent_run_id=parent_run_id,
             run_name=run_name,
             log_model=log_model,
+            config=config,
         )
     return metrics
