@@ -62,10 +62,12 @@ def _cmd_prepare(args: argparse.Namespace) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> dict:
     from dnc import stages
+    from dnc.train.distributed import exit_on_divergence
 
-    result = stages.train(
-        _params(args), args.data and Path(args.data), Path(args.out), resume=not args.no_resume
-    )
+    with exit_on_divergence():  # under torchrun: one message from rank 0, every rank exits 3
+        result = stages.train(
+            _params(args), args.data and Path(args.data), Path(args.out), resume=not args.no_resume
+        )
     last = result.state.history[-1] if result.state.history else {}
     return {
         "best_epoch": result.state.best_epoch,

@@ -30,6 +30,7 @@ from dnc.models import divide_weight_decay, get_spec, member_config
 from dnc.parallel import inference_model
 from dnc.splitnet import SplitNet, build_splitnet
 from dnc.tasks import CoTrainingTask, Task
+from dnc.train.distributed import setup_parallel
 
 
 def check_params(params: Params) -> None:
@@ -92,8 +93,12 @@ def train(
     callbacks: Sequence[object] = (),
     resume: bool = True,
 ) -> FitResult:
-    """Co-train the members; writes best.pt, last.pt and history.json into `out_dir`."""
+    """Co-train the members; writes best.pt, last.pt and history.json into `out_dir`.
+
+    Under torchrun every rank calls this; rank 0 alone writes (docs/distributed.md).
+    """
     check_params(params)
+    parallel = setup_parallel(params)  # None unless launched by torchrun
     data = (
         load_prepared(Path(data_dir)) if data_dir else prepare_in_memory(params.data, params.seed)
     )
@@ -101,6 +106,8 @@ def train(
     model = build_inference_model(params, info.num_classes, info.in_chans, info.image_size)
     if params.method == "splitnet":  # fused: one packed net; checkpoints keep the loop layout
         model = execution_model(model, params.split.execution)
+    if parallel is not None:
+        model = parallel.place(model)
     task = build_task(params, model)
     loaders = make_loaders(
         data,
@@ -110,11 +117,15 @@ def train(
         task.num_views,
         params.seed,
     )
+    if parallel is not None:
+        loaders = parallel.shard(loaders)
     # Cooperative nets are not divided, so their weight decay is not either.
     members = 1 if params.method == "cooperative" else params.split.factor
     wd = divide_weight_decay(params.train.weight_decay, members, params.split.divide_weight_decay)
     out_dir = Path(out_dir)
-    write_json(params.model_dump(mode="json"), out_dir / "params.json")
+    main = parallel is None or parallel.is_main
+    if main:
+        write_json(params.model_dump(mode="json"), out_dir / "params.json")
     result = fit(
         task,
         loaders,
@@ -126,8 +137,10 @@ def train(
         callbacks=callbacks,
         resume=resume,
         best_meta={"params": params.model_dump(mode="json")},
+        parallel=parallel,
     )
-    write_json(result.state.history, out_dir / "history.json")
+    if main:
+        write_json(result.state.history, out_dir / "history.json")
     return result
 
 
