@@ -44,7 +44,7 @@ def train(
     """Co-train with the given extra engine callbacks (e.g. Optuna pruning), tracked as one
     MLflow run (nested under `parent_run_id` if given; continued on resume)."""
     out_dir = Path(out_dir)
-    if not tracking_enabled():
+    if not tracking_enabled() or os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 tracks
         return stages.train(params, data_dir, out_dir, callbacks=list(callbacks), resume=resume)
     from pipelines import tracking  # imports MLflow (~2 s): only when tracking is on
 
