@@ -62,15 +62,12 @@ def check_parallel(params: Params, world: World) -> None:
     t, s = params.train, params.split
     if t.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device: {t.device!r} under torchrun; use auto, cuda or cpu")
-    if s.placement == "members":
-        if params.method != "splitnet" or s.execution != "loop":
-            raise ConfigError("split.placement: members needs method splitnet, execution loop")
-        if world.size > s.factor:
-            raise ConfigError(
-                f"split.placement: members needs WORLD_SIZE <= split.factor "
-                f"({world.size} > {s.factor}); members x data shards is not implemented"
-            )
-    elif t.batch_size % world.size:
+    if s.placement == "members" and world.size > s.factor:
+        raise ConfigError(
+            f"split.placement: members needs WORLD_SIZE <= split.factor "
+            f"({world.size} > {s.factor}); members x data shards is not implemented"
+        )
+    if s.placement == "loop" and t.batch_size % world.size:
         raise ConfigError(f"train.batch_size: {t.batch_size} is not divisible by {world.size}")
     if t.sync_bn and s.placement == "loop" and _device_type(t.device) != "cuda":
         raise ConfigError("train.sync_bn: torch's SyncBatchNorm runs on CUDA only")
@@ -84,6 +81,7 @@ def _device_type(spec: str) -> str:
 
 def setup_parallel(params: Params) -> DataParallel | MemberParallel | None:
     """Join torchrun's process group and return the placement; None outside torchrun."""
+    # Checked with or without torchrun, so a config fails the same way on one process.
     if params.split.placement == "members" and (
         params.method != "splitnet" or params.split.execution != "loop"
     ):
