@@ -422,3 +422,15 @@ def test_killed_rank_restarts_and_resumes_to_the_uninterrupted_weights(five_epoc
     run = _state(tmp_path / "run")
     assert run["state"]["epoch"] == 4
     _close(straight["task_state"], run["task_state"])
+
+
+@pytest.mark.slow
+def test_divergence_under_torchrun_is_one_message_and_a_failed_job(tiny_params, tmp_path):
+    huge = {"train.lr": 1e8, "train.warmup_lr": 1e8, "train.min_lr": 1e8, "train.epochs": 1}
+    params = tiny_params.with_overrides({"data.train_size": 256, **huge})
+    proc = _torchrun(params, tmp_path / "run")
+    assert proc.wait(timeout=300) != 0
+    out = Path(f"{tmp_path / 'run'}.log").read_text()
+    assert out.count("error: loss is not finite on rank") == 1, out[-3000:]
+    assert "exitcode  : 3" in out  # every worker exited 3, none hung
+    assert not (tmp_path / "run" / checkpoint.LAST).exists()
