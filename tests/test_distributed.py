@@ -143,14 +143,17 @@ def _cnn(split: int) -> SplitNet:
 
 
 def _mlp(split: int) -> SplitNet:
-    """A BatchNorm-free SplitNet: per-rank statistics do not arise."""
+    """A BatchNorm-free SplitNet (per-rank statistics do not arise), plus a parameter no
+    loss reaches: one process never steps it, so neither may the ranks (no weight decay)."""
     torch.manual_seed(0)
-    return SplitNet(
+    net = SplitNet(
         [
             nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
             for _ in range(split)
         ]
     )
+    net.unused = nn.Linear(2, 2)
+    return net
 
 
 def _step(task: CoTrainingTask, views: Tensor, targets: Tensor) -> tuple[Tensor, dict]:

@@ -157,16 +157,20 @@ class DataParallel(_Parallel):
 
     def sync_grads(self, task: nn.Module) -> None:
         params = [p for p in task.parameters() if p.requires_grad]
+        used = [p.grad is not None for p in params]
         for p in params:  # an unused parameter still takes part, so every rank's buffer matches
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        flat = torch.cat([p.grad.reshape(-1) for p in params])  # one all-reduce per step
+        flags = torch.tensor(used, dtype=params[0].dtype, device=params[0].device)
+        flat = torch.cat([*(p.grad.reshape(-1) for p in params), flags])  # one all-reduce
         dist.all_reduce(flat)
         flat /= self.world.size  # mean of shard means = the global mean (equal shards)
         offset = 0
-        for p in params:
+        for p, anywhere in zip(params, flat[-len(params) :].tolist(), strict=True):
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
+            if anywhere == 0:  # unused on every rank: no gradient, as in one process (SGD skips)
+                p.grad = None
 
     def reduce_sums(self, sums: dict[str, Tensor], seen: int) -> tuple[dict[str, Tensor], int]:
         keys = sorted(sums)
