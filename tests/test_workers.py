@@ -175,8 +175,10 @@ def test_search_under_torchrun_trains_each_trial_on_every_rank(tmp_path):
     followed = next(x["followed"] for x in lines if "followed" in x)  # rank 1's summary
     trials = _study(tmp_path, "ddp").get_trials()
     assert sorted(f["number"] for f in followed) == sorted(t.number for t in trials)
+    states = {t.number: t.state.name.lower() for t in trials}  # complete / pruned
     for entry in followed:  # rank 1 trained exactly the params rank 0 sampled and saved
         saved = tmp_path / "models" / "search" / "ddp" / f"trial_{entry['number']}"
         text = json.dumps(json.loads((saved / "params.json").read_text()), sort_keys=True)
         assert entry["params"] == hashlib.sha256(text.encode()).hexdigest()
-        assert entry["outcome"] == "complete"
+        # ... and stopped where rank 0 stopped: a pruned trial is pruned on every rank
+        assert entry["outcome"] == states[entry["number"]], entry
