@@ -182,3 +182,19 @@ def test_search_under_torchrun_trains_each_trial_on_every_rank(tmp_path):
         assert entry["params"] == hashlib.sha256(text.encode()).hexdigest()
         # ... and stopped where rank 0 stopped: a pruned trial is pruned on every rank
         assert entry["outcome"] == states[entry["number"]], entry
+
+
+def test_bad_devices_exit_2_before_any_worker_starts(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    _search_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", "--study", "bad", "--params", "params.yaml", "--workers", "2"]
+    assert main([*argv, "--devices", "cpu,gpu0"]) == 2
+    assert "--devices: 'gpu0'" in capsys.readouterr().err
+    assert main([*argv, "--devices", "cuda:0", "--set", "train.device=cuda:1"]) == 2
+    assert "train.device" in capsys.readouterr().err
+    assert not (tmp_path / "optuna.db").exists()  # nothing was started
+    sweep = ["sweep", "--params", str(ROOT / "params.yaml"), "--devices", "cuda:0,cuda:1"]
+    assert main([*sweep, "--set", "train.device=cpu"]) == 2
+    assert "train.device" in capsys.readouterr().err
