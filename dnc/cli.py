@@ -2,7 +2,8 @@
 
 Bad input (an invalid params key, a missing file or dataset, an unreadable checkpoint)
 prints one line naming the key or file and exits with status 2 before any compute is
-spent; `-v` (or DNC_DEBUG=1) prints the traceback as well.
+spent; `-v` (or DNC_DEBUG=1) prints the traceback as well. A diverged training (NaN/inf
+loss) exits 3; under torchrun every rank stops at the same step and rank 0 alone prints it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from dnc.config import ConfigError, Params, load_params, parse_set
 from dnc.data import PreparedDataError
 from dnc.train.checkpoint import CheckpointError
+from dnc.train.engine import DivergenceError
 
 # The project's own errors: each names the key or file at fault, so one line says it all.
 USER_ERRORS = (ConfigError, PreparedDataError, CheckpointError, FileNotFoundError)
@@ -36,9 +38,13 @@ def user_error(err: BaseException) -> str | None:
 
 def run_guarded(fn: Callable[[], Any], verbose: bool = False) -> tuple[int, Any]:
     """Run `fn`; a user error becomes one line on stderr and status 2 (plus the traceback
-    with `verbose` or DNC_DEBUG=1). Bugs propagate unchanged."""
+    with `verbose` or DNC_DEBUG=1), a divergence one line and status 3. Bugs propagate."""
     try:
         return 0, fn()
+    except DivergenceError as err:  # every torchrun rank raises it at once: one line, rank 0
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
+        return 3, None
     except Exception as err:  # noqa: BLE001  (filtered just below)
         message = user_error(err)
         if message is None:
@@ -225,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `dnc` and `python -m dnc`: JSON on stdout, status 0 or 2."""
+    """Entry point of `dnc` and `python -m dnc`: JSON on stdout, status 0, 2 or 3."""
     args = build_parser().parse_args(argv)
     status, out = run_guarded(lambda: args.func(args), args.verbose)
     if status == 0:

@@ -64,6 +64,9 @@ class SplitConfig(Section):
     divide_weight_decay: Literal["none", "exp", "linear"]
     divide_dropout: bool
     execution: Literal["loop", "fused"]
+    # Under torchrun: loop = data-parallel (every rank all members, a shard of each batch);
+    # members = rank r trains members r, r+W, ... on the whole batch (dnc/train/distributed.py).
+    placement: Literal["loop", "members"]
 
 
 class TrainConfig(Section):
@@ -83,6 +86,8 @@ class TrainConfig(Section):
     amp: bool  # CUDA only; ignored on CPU
     channels_last: bool  # weights and inputs in NHWC, on any device
     device: str  # auto, cpu, cuda, cuda:1
+    # Data-parallel only: BatchNorm statistics over the global batch (torch: CUDA only).
+    sync_bn: bool
     progress: bool
 
     @model_validator(mode="after")

@@ -29,6 +29,7 @@ from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
 from dnc.models import get_spec, member_config
 from dnc.train import checkpoint
+from dnc.train.distributed import setup_parallel
 from dnc.train.engine import FitResult, fit, resolve_device
 
 
@@ -89,13 +90,19 @@ def train(
     callbacks: Sequence[object] = (),
     resume: bool = True,
 ) -> FitResult:
-    """Co-train the members; writes best.pt, last.pt and history.json into `out_dir`."""
+    """Co-train the members; writes best.pt, last.pt and history.json into `out_dir`.
+
+    Under torchrun every rank calls this; rank 0 alone writes (docs/distributed.md).
+    """
     check_params(params)
+    parallel = setup_parallel(params)  # None unless launched by torchrun
     data = (
         load_prepared(Path(data_dir)) if data_dir else prepare_in_memory(params.data, params.seed)
     )
     info = data.info
     model = build_inference_model(params, info.num_classes, info.in_chans, info.image_size)
+    if parallel is not None:
+        model = parallel.place(model)
     task = build_task(params, model)
     loaders = make_loaders(
         data,
@@ -105,9 +112,13 @@ def train(
         task.num_views,
         params.seed,
     )
+    if parallel is not None:
+        loaders = parallel.shard(loaders)
     wd = method_of(params).weight_decay(params)
     out_dir = Path(out_dir)
-    write_json(params.model_dump(mode="json"), out_dir / "params.json")
+    main = parallel is None or parallel.is_main
+    if main:
+        write_json(params.model_dump(mode="json"), out_dir / "params.json")
     result = fit(
         task,
         loaders,
@@ -119,8 +130,10 @@ def train(
         callbacks=callbacks,
         resume=resume,
         best_meta={"params": params.model_dump(mode="json")},
+        parallel=parallel,
     )
-    write_json(result.state.history, out_dir / "history.json")
+    if main:
+        write_json(result.state.history, out_dir / "history.json")
     return result
 
 

@@ -105,6 +105,7 @@ def train_one_epoch(
     steps_per_epoch: int,
     device: torch.device,
     cfg: TrainConfig,
+    parallel: Any = None,  # dnc.train.distributed placement under torchrun, else None
 ) -> dict[str, float]:
     """One pass over the training batches; returns batch-size-weighted mean of each part."""
     task.train()
@@ -123,10 +124,14 @@ def train_one_epoch(
         with torch.autocast(device.type, enabled=amp):
             parts = task.training_step(views, targets, epoch + step / steps_per_epoch)
         loss = parts["loss"]
-        if not torch.isfinite(loss):
+        if parallel is not None:  # every rank stops when any rank's loss is not finite
+            parallel.check_finite(loss, f"epoch {epoch} step {step}")
+        elif not torch.isfinite(loss):
             raise DivergenceError(f"loss is {loss.item()} at epoch {epoch} step {step}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if parallel is not None:
+            parallel.sync_grads(task)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -135,6 +140,8 @@ def train_one_epoch(
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float() * batch
     elapsed = time.perf_counter() - start
+    if parallel is not None:  # data-parallel: every rank's images
+        sums, seen = parallel.reduce_sums(sums, seen)
     out = {f"train/{k}": float(v) / max(seen, 1) for k, v in sums.items()}
     out["train/lr"] = optimizer.param_groups[0]["lr"]
     out["train/images_per_s"] = seen / max(elapsed, 1e-9)
@@ -231,6 +238,7 @@ def fit(
     callbacks: Sequence[object] = (),
     resume: bool = True,
     best_meta: dict[str, Any] | None = None,
+    parallel: Any = None,  # dnc.train.distributed placement under torchrun, else None
 ) -> FitResult:
     """Train `task` for `cfg.epochs`, selecting the best epoch on validation accuracy.
 
@@ -254,7 +262,10 @@ def fit(
     if resume and last_path.is_file():
         state = _restore(last_path, task, optimizer, scheduler, scaler, device)
     resumed_from = state.epoch
-    events = CallbackList([*callbacks, *progress_callbacks(cfg.progress, cfg.epochs)])
+    main = parallel is None or parallel.is_main  # rank 0 alone writes and reports
+    # Other ranks keep only the callbacks that take part in a collective (`every_rank`).
+    mine = [c for c in callbacks if main or getattr(c, "every_rank", False)]
+    events = CallbackList([*mine, *progress_callbacks(cfg.progress and main, cfg.epochs)])
     events("on_fit_start", state)
     try:
         for epoch in range(state.epoch + 1, cfg.epochs):
@@ -269,7 +280,10 @@ def fit(
                 steps,
                 device,
                 cfg,
+                parallel,
             )
+            if parallel is not None:  # full single-process layout before eval and saving
+                parallel.sync_state(task, optimizer)
             has_val = _has_data(loaders.val)
             if has_val:
                 metrics.update(validate(task, loaders.val, device, ensemble))
@@ -277,8 +291,10 @@ def fit(
             value = metrics.get("val/ensemble/acc", float(epoch))
             metrics = {"epoch": float(epoch), **metrics}
             state.history.append(metrics)
-            if value > state.best_value or not has_val:
+            improved = value > state.best_value or not has_val
+            if improved:
                 state.best_value, state.best_epoch = value, epoch
+            if improved and main:
                 checkpoint.save_atomic(
                     {
                         "format": "dnc.best/1",
@@ -289,7 +305,8 @@ def fit(
                     },
                     best_path,
                 )
-            _save_last(last_path, task, optimizer, scheduler, scaler, state)
+            if main:
+                _save_last(last_path, task, optimizer, scheduler, scaler, state)
             events("on_epoch_end", state, metrics)
     except BaseException as error:
         events("on_fit_error", state, error)

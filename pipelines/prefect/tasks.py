@@ -28,6 +28,7 @@ from dnc.config import DataConfig, Params
 from dnc.data import get_dataset_info
 from dnc.data.prepare import FORMAT as PREPARED_FORMAT
 from dnc.io import write_json
+from pipelines.common.workers import apply_pin
 from pipelines.dvc import plots, runlock
 from pipelines.prefect.report import comparison_table, experiment_table
 from pipelines.tracking import runner
@@ -142,6 +143,7 @@ def prepare_step(params: Params, data_dir: Path) -> dict[str, Any]:
 @task(name="train", task_run_name="train {model_dir.parent.name}")
 def train_members(params: Params, data_dir: Path, model_dir: Path) -> dict[str, Any]:
     """Co-train the S members into `model_dir` (resumes from its last.pt)."""
+    apply_pin()  # in a pinned pool worker: its device (Prefect resets the environment per task)
     result = runner.train(params, data_dir, model_dir, entry_point=ENTRY_POINT)
     return {
         "model_dir": str(model_dir),
@@ -156,6 +158,7 @@ def evaluate_members(
     params: Params, data_dir: Path, trained: dict[str, Any], metrics_path: Path
 ) -> dict[str, Any]:
     """Test metrics of members, ensemble and k-of-S prefixes -> `metrics_path`."""
+    apply_pin()
     model_dir = Path(trained["model_dir"])
     return runner.evaluate(params, data_dir, model_dir, metrics_path, entry_point=ENTRY_POINT)
 

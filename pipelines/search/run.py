@@ -19,6 +19,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
+from pipelines.search import ranks
 from pipelines.search.objective import Objective
 from pipelines.search.report import write_reports
 from pipelines.search.space import Budget, SearchConfig, check_feasible, load_search
@@ -147,6 +148,24 @@ def run_search(
     if base.data.val_size < 1:
         raise ConfigError("data.val_size: the search selects on validation accuracy; set > 0")
     check_feasible(base, search)
+    ranks.join(base)  # under torchrun: rank 0 samples, every rank trains (search.ranks)
+    if ranks.is_follower():
+        return ranks.follow(study)
+    try:
+        return _work(study, base, search, params_path, data_dir, models_dir, reports_dir)
+    finally:
+        ranks.release()
+
+
+def _work(
+    study: str,
+    base: Params,
+    search: SearchConfig,
+    params_path: Path,
+    data_dir: Path | None,
+    models_dir: Path,
+    reports_dir: Path,
+) -> dict[str, Any]:
     owned = data_dir is None
     data_dir = Path(data_dir) if data_dir else Path("data/search") / study
     setup: dict[str, Any] = {}

@@ -8,6 +8,7 @@ environment says `DNC_TRACKING=off`; the tracker's library is imported only when
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def train(
     """Co-train with the given extra engine callbacks (e.g. Optuna pruning), tracked as one
     MLflow run (nested under `parent_run_id` if given; continued on resume)."""
     out_dir = Path(out_dir)
-    tracker = get_tracker()  # imports the tracker's library (MLflow: ~2 s) only when on
+    # Imports the tracker's library (MLflow: ~2 s) only when on; under torchrun rank 0 tracks.
+    tracker = get_tracker() if os.environ.get("RANK", "0") == "0" else None
     if tracker is None:
         return stages.train(params, data_dir, out_dir, callbacks=list(callbacks), resume=resume)
     run = tracker.training_run(
