@@ -20,6 +20,7 @@ from dnc.io import atomic_path, clean_stale_temps
 
 LAST = "last.pt"  # resumable training state, rewritten every epoch
 BEST = "best.pt"  # the selected inference model (best validation epoch)
+DIGEST = "tensor_sha256"  # key of the stored tensor digest (removed again by `load`)
 # Files a run folder holds; their temp files are litter once their writer is dead.
 RUN_FILES = (LAST, BEST, "history.json", "params.json")
 
@@ -35,7 +36,7 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     `inline_container.cc` RuntimeError, a plain file write as ENOSPC naming `path`.
     """
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    torch.save({**obj, DIGEST: tensor_digest(obj)}, buffer)
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getbuffer())
@@ -47,10 +48,39 @@ def load(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from err
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a dnc checkpoint (a {type(ckpt).__name__})")
+    stored = ckpt.pop(DIGEST, None)
+    if stored is not None and stored != tensor_digest(ckpt):
+        raise CheckpointError(f"{path}: tensors do not match their sha256 (the file is damaged)")
+    return ckpt
+
+
+def tensor_digest(obj: Any) -> str:
+    """sha256 over every tensor in `obj` (nested dicts/lists: key path, dtype, shape, bytes).
+
+    torch's zip reader does not check its CRCs, so a flipped bit in a weight loads silently;
+    this digest, stored in the file, catches it."""
+    digest = hashlib.sha256()
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, torch.Tensor):
+            t = node.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{where}|{node.dtype}|{tuple(node.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(node, dict):
+            for key in sorted(node, key=str):
+                walk(node[key], f"{where}/{key}")
+        elif isinstance(node, (list, tuple)):
+            for i, item in enumerate(node):
+                walk(item, f"{where}/{i}")
+
+    walk(obj, "")
+    return digest.hexdigest()
 
 
 def fingerprint(flat: dict[str, Any]) -> str:
