@@ -104,8 +104,10 @@ def _cmd_prepare(args: argparse.Namespace) -> dict:
 
     out = _path(args.out, "--out")
     params = _params(args)
+    meta = stages.prepare(params, out)
+    # After the fact: a failure must stay the only line on stderr.
     print(f"prepare: {params.data.dataset} -> {out.resolve()}", file=sys.stderr)
-    return stages.prepare(params, out)
+    return meta
 
 
 def _cmd_train(args: argparse.Namespace) -> dict:

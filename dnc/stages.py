@@ -147,11 +147,17 @@ def train(
 
 
 def load_model(
-    params: Params, model_dir: Path, num_classes: int, in_chans: int, image_size: int
+    params: Params,
+    model_dir: Path,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    ckpt: dict | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the inference model of `params` and load `model_dir/best.pt` into it."""
+    """Rebuild the inference model of `params` and load `model_dir/best.pt` (or the
+    already loaded `ckpt` of it) into it."""
     path = Path(model_dir) / checkpoint.BEST
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(path) if ckpt is None else ckpt
     model = build_inference_model(params, num_classes, in_chans, image_size)
     try:
         model.load_state_dict(ckpt["model_state"])
@@ -195,13 +201,13 @@ def evaluate(
     for spec in devices or [params.train.device]:
         preflight.check_device(spec, "--devices" if devices else "train.device")
     preflight.check_writable(Path(out_path), folder=False)
-    if not (Path(model_dir) / checkpoint.BEST).is_file():
-        raise FileNotFoundError(f"{Path(model_dir) / checkpoint.BEST}: checkpoint not found")
+    best = checkpoint.load(Path(model_dir) / checkpoint.BEST)  # missing or damaged: say so
     progress = preflight.training_progress(params, Path(model_dir))
     preflight.check_complete(progress, Path(model_dir), allow_incomplete)
     data = load_data(params, data_dir)
     info = data.info
-    model, ckpt = load_model(params, model_dir, info.num_classes, info.in_chans, info.image_size)
+    dims = (info.num_classes, info.in_chans, info.image_size)
+    model, ckpt = load_model(params, model_dir, *dims, ckpt=best)
     loaders = make_loaders(
         data, params.data, params.train.batch_size, params.eval.batch_size, 1, params.seed
     )

@@ -496,3 +496,22 @@ def _assert_clean_failure(rc: int, capsys, names: str, err: str | None = None) -
     assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{err[-1500:]}"
     assert lines[0].startswith("error: "), lines[0]
     assert names in lines[0], f"{names!r} not named in: {lines[0]}"
+
+
+@pytest.mark.parametrize(
+    ("sets", "out_name", "names"),
+    [
+        (["data.val_size=100000"], "prepared", "data.val_size"),
+        (["data.dataset=imagefolder", "data.root=/nonexistent-root"], "prepared", "nonexistent"),
+        (["data.split_seed=-3"], "prepared", "data.split_seed"),
+        ([], "", "--out"),
+    ],
+    ids=["val-size-too-large", "imagefolder-missing-root", "split-seed-negative", "out-empty"],
+)
+def test_bad_prepare(world, capsys, tmp_path, monkeypatch, sets, out_name, names):
+    monkeypatch.chdir(tmp_path)
+    argv = ["prepare", "--params", str(world["params"]), "--out", out_name]
+    for s in sets:
+        argv += ["--set", s]
+    _assert_clean_failure(main(argv), capsys, names)
+    assert list(tmp_path.iterdir()) == []
