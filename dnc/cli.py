@@ -9,6 +9,7 @@ loss) exits 3; under torchrun every rank stops at the same step and rank 0 alone
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -31,8 +32,10 @@ def user_error(err: BaseException) -> str | None:
     """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
     if isinstance(err, USER_ERRORS):
         return str(err)
-    if isinstance(err, OSError) and err.filename:  # e.g. permission denied on a path
+    if isinstance(err, OSError) and err.filename:  # e.g. permission denied, disk full
         return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on device ({err})"
     return None
 
 
@@ -53,6 +56,15 @@ def run_guarded(fn: Callable[[], Any], verbose: bool = False) -> tuple[int, Any]
             traceback.print_exc(file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         return 2, None
+
+
+def _path(value: str | None, flag: str) -> Path | None:
+    """A path argument; '' is an error (Path('') is the cwd: checkpoints would land there)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{flag}: empty path")
+    return Path(value)
 
 
 def _params(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Params:
@@ -96,17 +108,19 @@ def _cmd_info(args: argparse.Namespace) -> dict:
 def _cmd_prepare(args: argparse.Namespace) -> dict:
     from dnc import stages
 
+    out = _path(args.out, "--out")
     params = _params(args)
-    print(f"prepare: {params.data.dataset} -> {Path(args.out).resolve()}", file=sys.stderr)
-    return stages.prepare(params, Path(args.out))
+    meta = stages.prepare(params, out)
+    # After the fact: a failure must stay the only line on stderr.
+    print(f"prepare: {params.data.dataset} -> {out.resolve()}", file=sys.stderr)
+    return meta
 
 
 def _cmd_train(args: argparse.Namespace) -> dict:
     from dnc import stages
 
-    result = stages.train(
-        _params(args), args.data and Path(args.data), Path(args.out), resume=not args.no_resume
-    )
+    data, out = _path(args.data, "--data"), _path(args.out, "--out")
+    result = stages.train(_params(args), data, out, resume=not args.restart)
     last = result.state.history[-1] if result.state.history else {}
     return {
         "best_epoch": result.state.best_epoch,
@@ -122,12 +136,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
 
     metrics = stages.evaluate(
         _params(args),
-        args.data and Path(args.data),
-        Path(args.model_dir),
-        Path(args.out),
+        _path(args.data, "--data"),
+        _path(args.model_dir, "--model-dir"),
+        _path(args.out, "--out"),
         devices=args.devices and args.devices.split(","),
+        allow_incomplete=args.allow_incomplete,
     )
-    return {k: metrics[k] for k in ("ensemble", "prefixes", "curve", "deploy") if k in metrics}
+    keys = ("ensemble", "prefixes", "curve", "deploy", "training")
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def _cmd_models(args: argparse.Namespace) -> list:
@@ -194,7 +210,14 @@ def _add_runs(sub: Any) -> None:
     _add_params(p)
     p.add_argument("--data", help="prepared data dir (None: prepare in memory)")
     p.add_argument("--out", required=True, help="run dir for checkpoints and history")
-    p.add_argument("--no-resume", action="store_true", help="ignore OUT/last.pt")
+    p.add_argument(
+        "--restart",
+        "--no-resume",
+        dest="restart",
+        action="store_true",
+        help="start over: delete OUT's checkpoints instead of resuming from OUT/last.pt "
+        "(a resume with changed params, other than dnc.config.RESUME_SAFE_KEYS, fails)",
+    )
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser(
         "evaluate", help="members, ensemble and k-of-S test metrics", formatter_class=Formatter
@@ -206,6 +229,11 @@ def _add_runs(sub: Any) -> None:
     p.add_argument(
         "--devices",
         help="members spread over these devices, run concurrently: cuda:0,cuda:1 (or cpu,cpu)",
+    )
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="evaluate a run that did not finish train.epochs (the JSON says training.complete)",
     )
     p.set_defaults(func=_cmd_evaluate)
 

@@ -13,7 +13,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
       (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null))
   else
     echo "setup: install the Debian package 'dataset-fashion-mnist' (sudo apt-get install" \
-      "dataset-fashion-mnist) or set DNC_DATA_ROOT to a folder holding FashionMNIST/raw" >&2
+      "dataset-fashion-mnist) or set data.root in params.yaml to a folder holding its files" >&2
   fi
 fi
 

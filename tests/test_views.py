@@ -24,6 +24,7 @@ def data_cfg(**overrides: object) -> DataConfig:
     """A complete DataConfig for digits, with `overrides` applied."""
     fields = dict(
         dataset="digits",
+        split_seed=0,
         root=None,
         download=False,
         val_size=100,
@@ -39,7 +40,7 @@ def data_cfg(**overrides: object) -> DataConfig:
 
 @pytest.fixture(scope="module")
 def digits() -> PreparedData:
-    return prepare_in_memory(data_cfg(), seed=0)
+    return prepare_in_memory(data_cfg())
 
 
 def _epoch(data: PreparedData, cfg: DataConfig, epoch: int, seed: int = 0) -> list:

@@ -2,7 +2,7 @@
 
 `dnc.stages.evaluate` writes through `EvalResult`, so every method's JSON has the same
 validated core (`ensemble`, `members`, `prefixes`, `curve`, `num_test`, `config`,
-`selection`); method-specific parts (`depths`, `leader`, `deploy` for cooperative) and
+`selection`, `training`); method-specific parts (`depths`, `leader`, `deploy` for cooperative) and
 per-method extras in each row are kept as extra fields. Readers may load a file with
 `EvalResult.model_validate_json` instead of indexing string keys.
 """
@@ -77,6 +77,15 @@ class Selection(_Row):
     val: dict[str, float]
 
 
+class Training(_Row):
+    """Whether the evaluated run finished its epochs (`evaluate --allow-incomplete` may
+    evaluate one that did not; trackers tag such runs from `complete`)."""
+
+    epochs: int  # train.epochs of the params
+    epochs_done: int
+    complete: bool
+
+
 class EvalResult(_Row):
     """The whole metrics JSON of one evaluated run."""
 
@@ -87,6 +96,7 @@ class EvalResult(_Row):
     num_test: int
     config: RunConfig
     selection: Selection
+    training: Training
 
 
 def validated(metrics: dict[str, Any]) -> dict[str, Any]:

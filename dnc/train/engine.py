@@ -201,10 +201,15 @@ def _state_dict(state: TrainState) -> dict[str, Any]:
     }
 
 
-def _save_last(path: Path, task: Task, optimizer, scheduler, scaler, state: TrainState) -> None:
+def _save_last(
+    path: Path, task: Task, optimizer, scheduler, scaler, state: TrainState, flat: dict | None
+) -> None:
     checkpoint.save_atomic(
         {
             "format": "dnc.last/1",
+            # The resolved params: a resume with other ones fails naming the key.
+            "params": flat,
+            "fingerprint": checkpoint.fingerprint(flat) if flat is not None else None,
             "task_state": task.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -216,14 +221,24 @@ def _save_last(path: Path, task: Task, optimizer, scheduler, scaler, state: Trai
     )
 
 
-def _restore(path: Path, task: Task, optimizer, scheduler, scaler, device) -> TrainState:
+def _restore(
+    path: Path, task: Task, optimizer, scheduler, scaler, device, flat: dict | None
+) -> TrainState:
     ckpt = checkpoint.load(path, device)
-    task.load_state_dict(ckpt["task_state"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng_cpu"])
-    return TrainState(**ckpt["state"])
+    if flat is not None:  # before any state is touched: name the changed key
+        checkpoint.verify_params(ckpt, path, flat)
+    try:
+        task.load_state_dict(ckpt["task_state"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        return TrainState(**ckpt["state"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise checkpoint.CheckpointError(
+            f"{path}: does not fit this run ({why}); pass --restart to start over"
+        ) from err
 
 
 def fit(
@@ -239,12 +254,15 @@ def fit(
     resume: bool = True,
     best_meta: dict[str, Any] | None = None,
     parallel: Any = None,  # dnc.train.distributed placement under torchrun, else None
+    run_params: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train `task` for `cfg.epochs`, selecting the best epoch on validation accuracy.
 
     Writes `run_dir/last.pt` (resumable) every epoch and `run_dir/best.pt` (inference
     model + `best_meta`) whenever the validation ensemble accuracy improves; with no
-    validation data the last epoch is the best. Resumes from `last.pt` when present.
+    validation data the last epoch is the best. Resumes from `last.pt` when present;
+    `run_params` (dotted params) are stored in it, and a resume with other ones (up to
+    dnc.config.RESUME_SAFE_KEYS) fails naming the first differing key.
     """
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
@@ -260,7 +278,7 @@ def fit(
     last_path, best_path = run_dir / checkpoint.LAST, run_dir / checkpoint.BEST
     state = TrainState()
     if resume and last_path.is_file():
-        state = _restore(last_path, task, optimizer, scheduler, scaler, device)
+        state = _restore(last_path, task, optimizer, scheduler, scaler, device, run_params)
     resumed_from = state.epoch
     main = parallel is None or parallel.is_main  # rank 0 alone writes and reports
     # Other ranks keep only the callbacks that take part in a collective (`every_rank`).
@@ -306,7 +324,7 @@ def fit(
                     best_path,
                 )
             if main:
-                _save_last(last_path, task, optimizer, scheduler, scaler, state)
+                _save_last(last_path, task, optimizer, scheduler, scaler, state, run_params)
             events("on_epoch_end", state, metrics)
     except BaseException as error:
         events("on_fit_error", state, error)

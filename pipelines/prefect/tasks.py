@@ -4,7 +4,8 @@ Training and evaluation go through `pipelines.tracking.runner` (tracked, entry p
 "prefect"), FLOPs through `dnc.stages.info`, hashes through `pipelines.dvc.runlock`; no model
 logic lives here.
 Prepared data is content-addressed: `<data store>/<data_key>/`, where the key covers
-params.data, the seed, the raw dataset files and the prepared format. The same key is the
+params.data (with data.split_seed; not the training seed), the raw dataset files and the
+prepared format. The same key is the
 Prefect cache key of `prepare`, so runs and sweep points with the same data share one folder.
 """
 
@@ -99,8 +100,9 @@ def _stat(path: Path) -> tuple[int, int]:
 
 
 def data_key(params: Params) -> str:
-    """Content address of the prepared data: params.data + seed + raw files + format."""
-    inputs = [PREPARED_FORMAT, params.data.model_dump(mode="json"), params.seed]
+    """Content address of the prepared data: params.data (incl. data.split_seed) + raw files
+    + format. Not the training seed: runs over seeds share one split."""
+    inputs = [PREPARED_FORMAT, params.data.model_dump(mode="json")]
     return _digest([*inputs, raw_files(params.data)])[:16]
 
 

@@ -76,13 +76,10 @@ def prepare_data(base: Params, data_dir: Path, owned: bool) -> int:
     returns the number of validation images. A given `data_dir` must match the params."""
     meta_path = data_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    matches = meta is not None and (meta.get("config"), meta.get("seed")) == (
-        base.data.model_dump(mode="json"),
-        base.seed,
-    )
+    matches = meta is not None and meta.get("config") == base.data.model_dump(mode="json")
     if not matches:
         if not owned:
-            raise ConfigError(f"--data {data_dir}: not prepared from these data params and seed")
+            raise ConfigError(f"--data {data_dir}: not prepared from these data params")
         meta = runner.prepare(base, data_dir)
     return int(meta["counts"]["val"])
 

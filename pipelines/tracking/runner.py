@@ -72,12 +72,15 @@ def evaluate(
     log_model: bool = True,
     devices: Sequence[str] | None = None,
     config: str | None = None,
+    allow_incomplete: bool = False,
 ) -> dict:
     """Test metrics of the selected checkpoint, written to `out_path` and logged (with the
-    model unless `log_model=False`) to the training's MLflow run. `devices`: see
-    `dnc.stages.evaluate` (members spread over several GPUs)."""
+    model unless `log_model=False`) to the training's MLflow run. `devices`,
+    `allow_incomplete`: see `dnc.stages.evaluate` (metrics["training"]["complete"])."""
     tracker = get_tracker()  # connects before the evaluation's compute
-    metrics = stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
+    metrics = stages.evaluate(
+        params, data_dir, Path(model_dir), Path(out_path), devices, allow_incomplete
+    )
     if tracker is not None:
         tracker.log_evaluation(
             params,
