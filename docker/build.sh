@@ -85,3 +85,5 @@ build() {  # build TAG DOCKERFILE CONTEXT [ARGS...]: the log is shown only on fa
 }
 build "dnc-postgres:$TAG" docker/postgres.Dockerfile docker
 build "dnc:$TAG" docker/Dockerfile . --build-arg EXTRA_INDEX_URL="${extra# }"
+# A rebuild leaves the previous images untagged (7 GB each): remove those of this stack only.
+docker image prune -f --filter label=org.dnc.stack=true >/dev/null

@@ -16,3 +16,5 @@ ENV PATH=/usr/lib/postgresql/15/bin:$PATH PGDATA=/var/lib/postgresql/data LANG=C
 USER postgres
 EXPOSE 5432
 ENTRYPOINT ["sh", "/usr/local/bin/postgres-entrypoint.sh"]
+# Last (metadata only, no cache cost): build.sh removes this stack's untagged old images.
+LABEL org.dnc.stack=true
