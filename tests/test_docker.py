@@ -312,7 +312,13 @@ def test_killed_worker_run_is_retried_by_the_pool(stack: Stack) -> None:
         c for c in _containers(stack).values() if worker == f"worker-{c['Config']['Hostname']}"
     ]
     assert len(victim) == 1, worker
-    subprocess.run(["docker", "kill", victim[0]["Id"]], env=stack.env, check=True, timeout=60)
+    subprocess.run(
+        ["docker", "kill", victim[0]["Id"]],
+        env=stack.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
     final = stack.wait_flow_run(run_id, FINAL, timeout=900)  # never stuck RUNNING
     states = [s["name"] for s in stack.prefect("GET", f"/flow_run_states/?flow_run_id={run_id}")]
