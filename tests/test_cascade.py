@@ -56,7 +56,8 @@ def test_mean_macs_lie_between_one_member_and_all_and_grow_with_tau() -> None:
     # mean MACs from the exit shares, computed by hand: share_k * (m_1 + ... + m_k)
     cumulative = [7, 18, 31, 48]
     for r in rows:
-        assert r["macs"] == pytest.approx(sum(p * c for p, c in zip(r["exit_share"], cumulative)))
+        by_hand = sum(p * c for p, c in zip(r["exit_share"], cumulative, strict=True))
+        assert r["macs"] == pytest.approx(by_hand)
         assert sum(r["exit_share"]) == pytest.approx(1.0)
 
 
@@ -66,7 +67,8 @@ def test_gates_against_closed_forms() -> None:
     assert confidence(log_p, "maxprob").tolist() == pytest.approx([0.5, 1 / 3])
     assert confidence(log_p, "margin").tolist() == pytest.approx([0.2, 0.0], abs=1e-6)
     h = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2))
-    assert confidence(log_p, "entropy").tolist() == pytest.approx([1 - h / math.log(3), 0.0], abs=1e-6)
+    expected = [1 - h / math.log(3), 0.0]
+    assert confidence(log_p, "entropy").tolist() == pytest.approx(expected, abs=1e-6)
 
 
 class _Fixed(nn.Module):

@@ -163,6 +163,8 @@ class CascadeModel(nn.Module):
         """Log-probabilities (B, C) of the cascade's answer for images (B, C, H, W)."""
         return run_cascade(list(self.stages), x, self.tau, self.how, self.gate)[0]
 
+    predict = forward  # the served-model interface (`model.predict`) of the ensembles
+
 
 def select_tau(val_rows: Sequence[dict], budget_macs: float) -> dict:
     """The validation row of best accuracy (then fewest MACs) whose mean MACs fit the budget.

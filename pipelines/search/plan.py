@@ -130,7 +130,9 @@ def plan(
     fitting = [c for c in candidates if c.macs <= budget_macs]
     if not fitting:
         cheapest = min(c.macs for c in candidates)
-        raise ConfigError(f"--budget-macs {budget_macs:g}: no candidate fits (cheapest {cheapest})")
+        raise ConfigError(
+            f"--budget-macs {budget_macs:g}: no candidate fits (cheapest {cheapest} MACs)"
+        )
     theta = fit_law(runs)
     ranked = rank(theta, fitting)
     best_pred, best = ranked[0]
@@ -152,7 +154,7 @@ def plan(
         "law": dict(zip(("a", "b", "alpha", "c"), map(float, theta), strict=True)),
         "budget_macs": budget_macs,
         "best": {"split": best.split, "width": best.width, "macs": best.macs, "pred": best_pred},
-        "band": [float(np.percentile(preds, 5)), float(np.percentile(preds, 95))] if preds else None,
+        "band": [float(np.percentile(preds, q)) for q in (5, 95)] if preds else None,
         "bootstrap_picks": {f"S={s} width={w:g}": n for (s, w), n in sorted(picks.items())},
         "proposals": [
             {"split": c.split, "width": c.width, "macs": c.macs, "pred": p} for p, c in ranked[:5]

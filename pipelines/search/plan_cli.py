@@ -39,7 +39,8 @@ def make_candidates(args: argparse.Namespace) -> list:
     base, _ = load_search(Path(args.params), read_overrides(args))
 
     def cost(split: int, width: float) -> int:
-        return inference_cost(base.with_overrides({"split.factor": split, "model.width": width}))[0]
+        over = {"split.factor": split, "model.width": width}
+        return inference_cost(base.with_overrides(over))[0]
 
     return candidates_of(SPLITS, WIDTHS, cost)
 
@@ -95,7 +96,8 @@ def format_plan(result: dict[str, Any], source: str) -> str:
         f"leave-one-configuration-out MAE: {result['loco_mae']:.4g}",
     ]
     lines += [
-        f"  S={r['split']} m={r['member_macs'] / 1e6:.2f}M: actual {r['y']:.4g} pred {r['pred']:.4g}"
+        f"  S={r['split']} m={r['member_macs'] / 1e6:.2f}M: "
+        f"actual {r['y']:.4g} predicted {r['pred']:.4g}"
         for r in result["loco"]
     ]
     return "\n".join(lines)
