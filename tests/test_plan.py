@@ -57,3 +57,19 @@ def test_too_few_configurations_are_refused_in_one_line() -> None:
     runs = [r for r in _runs() if r.split in (1, 2)][:4]
     with pytest.raises(ConfigError, match="4 distinct .* at least 5"):
         check_enough(runs, "synthetic")
+
+
+def test_search_slots_start_with_the_planner_proposals() -> None:
+    import optuna
+
+    from pipelines.search.space import load_search
+    from pipelines.search.study import reserve
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    _, search = load_search(root / "params.yaml", {"search.n_trials": 4})
+    study = optuna.create_study(direction="maximize")
+    seeds = [{"split.factor": 4, "model.width": 32}, {"split.factor": 2, "model.width": 24}]
+    assert reserve(study, search, seeds) == 4
+    waiting = study.get_trials(deepcopy=False)
+    assert [t.system_attrs.get("fixed_params") for t in waiting[:2]] == seeds
+    assert all(not t.system_attrs.get("fixed_params") for t in waiting[2:])  # TPE's slots
