@@ -173,3 +173,18 @@ def test_logged_cascade_model_round_trips_through_mlflow(tmp_path, monkeypatch) 
     # oracle: the batched cascade run by hand on the normalised pixels
     expected, _ = run_cascade(members, (pixels - 0.5) / 0.25, 0.6, "softmax")
     assert torch.allclose(loaded(pixels), expected, atol=1e-6)
+
+
+def test_cascade_metric_names_for_mlflow() -> None:
+    from pipelines.tracking.schema import final_metrics
+
+    entry = {"acc": 90.0, "nll": 0.3, "params": 10, "macs": 100, "latency_ms": {"1": 2.0}}
+    point = {"tau": 0.9, "acc": 88.0, "nll": 0.4, "macs": 150.5, "exit_share": [0.5, 0.5],
+             "latency_ms": {"1": 1.5, "100": 9.0}}  # fmt: skip
+    budget = {"budget_macs": 160, "tau": 0.9, "test_acc": 88.0, "test_macs": 150.5}
+    result = {"ensemble": entry, "members": [{"index": 0, **entry}], "num_test": 10,
+              "cascade": {"points": [point], "budget": budget}}  # fmt: skip
+    names = final_metrics(result)
+    assert names["test/cascade/tau_0.9/macs"] == 150.5
+    assert names["test/cascade/tau_0.9/latency_ms/b100"] == 9.0
+    assert names["test/cascade/budget/test_acc"] == 88.0

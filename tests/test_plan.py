@@ -73,3 +73,17 @@ def test_search_slots_start_with_the_planner_proposals() -> None:
     waiting = study.get_trials(deepcopy=False)
     assert [t.system_attrs.get("fixed_params") for t in waiting[:2]] == seeds
     assert all(not t.system_attrs.get("fixed_params") for t in waiting[2:])  # TPE's slots
+
+
+def test_plan_command_refuses_too_few_configurations(tmp_path, capsys) -> None:
+    import json
+
+    from pipelines.cli import main
+
+    for split in (1, 2):  # two configurations: far too few for a 4-parameter law
+        metrics = {"config": {"split_factor": split}, "ensemble": {"nll": 0.5, "acc": 80.0},
+                   "members": [{"macs": 1_000_000 // split}]}  # fmt: skip
+        (tmp_path / f"s{split}.json").write_text(json.dumps(metrics))
+    assert main(["plan", "--runs", str(tmp_path), "--budget-macs", "1e7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "2 distinct" in err and "at least 5" in err and "\n" not in err

@@ -175,10 +175,11 @@ def runs_from_metrics(folder: Path, target: str) -> list[Run]:
     for f in files:
         d = json.loads(f.read_text())
         split = (d.get("config") or {}).get("split_factor")
-        if not split:
-            continue
-        y = d["ensemble"]["nll"] if target == "nll" else 100.0 - d["ensemble"]["acc"]
-        runs.append(Run(int(split), float(d["members"][0]["macs"]), float(y)))
+        ens, members = d.get("ensemble") or {}, d.get("members") or [{}]
+        y = ens.get("nll") if target == "nll" else 100.0 - ens.get("acc", 100.0)
+        if not split or y is None or "macs" not in members[0]:
+            continue  # not a SplitNet run, or not an evaluate metrics file
+        runs.append(Run(int(split), float(members[0]["macs"]), float(y)))
     return runs
 
 

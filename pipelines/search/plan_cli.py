@@ -106,9 +106,10 @@ def format_plan(result: dict[str, Any], source: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load runs, fit, plan, print; optional plot and JSON."""
     from dnc.io import write_json
-    from pipelines.search.plan import plan
+    from pipelines.search.plan import check_enough, plan
 
     runs, source = load_runs(args)
+    check_enough(runs, source)  # before costing any candidate
     result = plan(runs, make_candidates(args), args.budget_macs, source)
     print(format_plan(result, source))
     if args.plot:
