@@ -112,6 +112,10 @@ class EvalConfig(Section):
     batch_size: int = Field(ge=1)
     latency_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
     latency_repeats: int = Field(ge=1)
+    # Cascade over the members (dnc/evaluation/cascade.py). Defaulted, so params files
+    # written before the cascade still load: maxprob gate, no budget.
+    cascade_gate: Literal["maxprob", "margin", "entropy"] = "maxprob"
+    cascade_budget_macs: int | None = Field(default=None, ge=1)  # tau picked on val
 
 
 def block_indices(value: Any, what: str) -> list[int]:

@@ -26,6 +26,7 @@ from dnc.data import (
 )
 from dnc.data.prepare import check_meta, clean_stale
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.evaluation.cascade import evaluate_cascade
 from dnc.evaluation.flops import cost
 from dnc.evaluation.results import validated
 from dnc.io import write_json
@@ -225,7 +226,14 @@ def evaluate(
         data, params.data, params.train.batch_size, params.eval.batch_size, 1, params.seed
     )
     device = resolve_device(devices[0] if devices else params.train.device)
-    metrics = method_of(params).evaluate(params, model, loaders.test, info, device, devices)
+    method = method_of(params)
+    metrics = method.evaluate(params, model, loaders.test, info, device, devices)
+    cascade_of = getattr(method, "cascade_stages", None)  # optional: outputs that cascade
+    if cascade_of is not None:
+        shape = (info.in_chans, info.image_size, info.image_size)
+        stages_, how = cascade_of(model)
+        pair = (loaders.val, loaders.test)
+        metrics["cascade"] = evaluate_cascade(stages_, how, pair, shape, device, params.eval)
     metrics["config"] = {
         "method": params.method,
         "dataset": params.data.dataset,

@@ -55,6 +55,10 @@ COMMANDS: dict[str, Command] = {
         "Optuna search of split factor, width and co-training weight under a budget",
         "pipelines.search.cli:add",
     ),
+    "plan": Command(
+        "budget planner: fit a power law to finished runs, predict the best (S, width)",
+        "pipelines.search.plan_cli:add",
+    ),
     "runs": Command(
         "housekeeping of dnc's MLflow runs (reap stale RUNNING)", "pipelines.tracking.runs:add"
     ),

@@ -86,6 +86,39 @@ class Training(_Row):
     complete: bool
 
 
+class CascadePoint(_Row):
+    """The cascade at one threshold tau, on the test set (mean MACs per image)."""
+
+    tau: float
+    acc: float
+    nll: float
+    macs: float
+    exit_share: list[float]
+    latency_ms: dict[str, float]
+
+
+class CascadeBudget(_Row):
+    """The tau whose validation mean MACs fit `eval.cascade_budget_macs`, and its test score."""
+
+    budget_macs: int
+    tau: float
+    selected_on: str
+    val_acc: float
+    val_macs: float
+    test_acc: float
+    test_macs: float
+
+
+class Cascade(_Row):
+    """The confidence-gated cascade over the members (dnc/evaluation/cascade.py)."""
+
+    gate: str
+    combine: str
+    stages: list[dict[str, Any]]
+    points: list[CascadePoint]
+    budget: CascadeBudget | None = None
+
+
 class EvalResult(_Row):
     """The whole metrics JSON of one evaluated run."""
 
@@ -97,6 +130,7 @@ class EvalResult(_Row):
     config: RunConfig
     selection: Selection
     training: Training
+    cascade: Cascade | None = None  # methods whose outputs form a cascade
 
 
 def validated(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -34,8 +34,18 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         storage=args.storage,
     )
+    seeds = None
+    if args.plan:  # the planner's proposals first (enqueued), then TPE
+        from pipelines.search.plan_cli import seeds_for_search
+        from pipelines.search.space import load_search
+
+        _, search = load_search(Path(args.params), overrides)
+        if search.budget.macs is None:
+            raise ConfigError("--plan: needs an inference budget (--budget-macs)")
+        seeds = seeds_for_search(args.plan, Path(args.params), search.budget.macs)
     summary = run_search(
         args.study,
+        seeds=seeds,
         params_path=Path(args.params),
         overrides=overrides,
         data_dir=Path(args.data) if args.data else None,
@@ -130,6 +140,12 @@ def add(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget-train-seconds", type=_positive(float), help="same, in seconds")
     p.add_argument("--mode", choices=("single", "multi"), help="default: search.mode")
+    p.add_argument(
+        "--plan",
+        metavar="RUNS",
+        help="seed the study with the budget planner's proposals fitted to these finished "
+        "runs (a folder of evaluate metrics JSONs) before the sampler takes over",
+    )
     p.add_argument("--storage", help="SQLAlchemy URL (default: search.storage)")
     add_params_options(p)
     p.add_argument("--data", help="prepared data dir (default: prepared into data/search/STUDY)")

@@ -135,9 +135,11 @@ def run_search(
     data_dir: Path | None = None,
     models_dir: Path = Path("runs/search"),
     reports_dir: Path = Path("reports/search"),
+    seeds: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Work the study until no trial is left or the training budget is spent; write the
-    reports. Bad input raises ConfigError (naming the key) before any compute."""
+    reports. `seeds` are trial points run first (the planner's proposals), then the
+    sampler takes over. Bad input raises ConfigError (naming the key) before any compute."""
     if not STUDY_NAME.match(study):
         raise ConfigError(f"--study {study!r}: use letters, digits, '.', '_' and '-'")
     params_path = Path(params_path)
@@ -171,7 +173,7 @@ def _work(
         setup["n_val"] = prepare_data(base, data_dir, owned)
         setup["parent"] = open_parent_run(optuna_study, search)
 
-    opened = open_study(study, base, search, once)
+    opened = open_study(study, base, search, once, seeds or ())
     objective = Objective(
         study, base, search, data_dir, Path(models_dir), setup["n_val"], setup["parent"]
     )

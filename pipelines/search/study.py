@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,11 +131,14 @@ def _check_fingerprint(study: optuna.Study, storage: RDBStorage, mine: dict[str,
         )
 
 
-def reserve(study: optuna.Study, search: SearchConfig) -> int:
+def reserve(
+    study: optuna.Study, search: SearchConfig, seeds: Sequence[dict[str, Any]] = ()
+) -> int:
     """Top the study up to `n_trials` slots (call under the lock); returns slots added.
-    Grid slots carry their grid point; others are sampled when a worker takes them."""
+    Grid slots carry their grid point; `seeds` (the planner's proposals) fill the first
+    slots; the others are sampled when a worker takes them."""
     fresh = [t for t in study.get_trials(deepcopy=False) if not is_retry(t)]
-    points: list[dict[str, Any]] = [{}] * search.n_trials
+    points: list[dict[str, Any]] = [*seeds, *[{}] * search.n_trials][: search.n_trials]
     if search.sampler == "grid":
         points = grid(search)[: search.n_trials]
     for point in points[len(fresh) :]:
@@ -164,7 +167,11 @@ class Study:
 
 
 def open_study(
-    name: str, base: Params, search: SearchConfig, setup: Callable[[optuna.Study], None]
+    name: str,
+    base: Params,
+    search: SearchConfig,
+    setup: Callable[[optuna.Study], None],
+    seeds: Sequence[dict[str, Any]] = (),
 ) -> Study:
     """Create or load the study, check it is the same study, top up its slots and run
     `setup` (e.g. the MLflow parent run), all under the study lock."""
@@ -182,7 +189,7 @@ def open_study(
         _check_fingerprint(study, storage, fingerprint(base, search))
         with quiet_experimental():  # the dashboard's axis labels instead of "0", "1"
             study.set_metric_names(METRIC_NAMES[search.mode])
-        reserve(study, search)
+        reserve(study, search, seeds)
         setup(study)
     return Study(name, storage, lock, base, search)
 

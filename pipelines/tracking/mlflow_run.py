@@ -222,6 +222,8 @@ def log_evaluation(
             store.log(run_id, tags={f"{schema.TAG}curve_labels": schema.curve_labels(metrics)})
         if log_model:
             _log_model(store, run_id, params, model_dir, data_dir)
+        if log_model and (budget := (metrics.get("cascade") or {}).get("budget")):
+            _log_model(store, run_id, params, model_dir, data_dir, budget["tau"])
     except BaseException as error:
         with contextlib.suppress(Exception):
             store.end(run_id, error)
@@ -247,22 +249,34 @@ def _fluent_tracking_uri(uri: str) -> Iterator[None]:
 
 
 def _log_model(
-    store: Store, run_id: str, params: Params, model_dir: Path, data_dir: Path | None
+    store: Store,
+    run_id: str,
+    params: Params,
+    model_dir: Path,
+    data_dir: Path | None,
+    cascade_tau: float | None = None,
 ) -> None:
     """Log the served model through MLflow's fluent API (the only way `log_model` links a
     run) and tag its URI. A model that cannot be exported costs a warning and a
     `dnc.model_error` tag, not the evaluation already logged."""
     try:
-        classifier, info = logged_model.load_classifier(params, model_dir, data_dir)
+        name, fmt = ("model", "pt2") if cascade_tau is None else ("cascade", "pickle")
+        if cascade_tau is None:
+            classifier, info = logged_model.load_classifier(params, model_dir, data_dir)
+        else:  # the cascade at the tau the validation set picked for the budget
+            classifier, info = logged_model.load_cascade_classifier(
+                params, model_dir, data_dir, cascade_tau
+            )
         with _fluent_tracking_uri(store.uri), mlflow.start_run(run_id=run_id, nested=True):
             # nested: an Optuna study's parent run may be active in this process.
-            model = logged_model.log_classifier(classifier, logged_model.input_example(info))
+            example = logged_model.input_example(info)
+            model = logged_model.log_classifier(classifier, example, name, fmt)
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"[:4000]
         warnings.warn(f"tracking: model not logged to run {run_id}: {reason}", stacklevel=2)
         store.log(run_id, tags={f"{schema.TAG}model_error": reason})
         return
-    store.log(run_id, tags={f"{schema.TAG}model_uri": model.model_uri})
+    store.log(run_id, tags={f"{schema.TAG}{name}_uri": model.model_uri})
 
 
 def attach_files(run_dir: Path, files: list[Path], artifact_path: str = "plots") -> str | None:

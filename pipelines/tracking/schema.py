@@ -73,6 +73,11 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     # The method-independent accuracy-vs-cost curve (what `compare` plots).
     for i, point in enumerate(result.get("curve", [])):
         put(f"test/curve_{i}", point)
+    cascade = result.get("cascade") or {}  # per tau: acc, mean MACs, latency
+    for point in cascade.get("points", []):
+        put(f"test/cascade/tau_{point['tau']:g}", {**point, "tau": None})
+    if cascade.get("budget"):
+        put("test/cascade/budget", cascade["budget"])
     out["test/num_images"] = float(result["num_test"])
     return out
 
