@@ -151,7 +151,9 @@ def run_search(
     if ranks.is_follower():
         return ranks.follow(study)
     try:
-        return _work(study, base, search, params_path, data_dir, models_dir, reports_dir)
+        return _work(
+            study, base, search, params_path, data_dir, models_dir, reports_dir, seeds or []
+        )
     finally:
         ranks.release()
 
@@ -164,6 +166,7 @@ def _work(
     data_dir: Path | None,
     models_dir: Path,
     reports_dir: Path,
+    seeds: list[dict[str, Any]],
 ) -> dict[str, Any]:
     owned = data_dir is None
     data_dir = Path(data_dir) if data_dir else Path("data/search") / study
@@ -173,7 +176,7 @@ def _work(
         setup["n_val"] = prepare_data(base, data_dir, owned)
         setup["parent"] = open_parent_run(optuna_study, search)
 
-    opened = open_study(study, base, search, once, seeds or ())
+    opened = open_study(study, base, search, once, seeds)
     objective = Objective(
         study, base, search, data_dir, Path(models_dir), setup["n_val"], setup["parent"]
     )
