@@ -64,6 +64,9 @@ class SplitConfig(Section):
     divide_weight_decay: Literal["none", "exp", "linear"]
     divide_dropout: bool
     execution: Literal["loop", "fused"]
+    # per_member: each member its own augmented view (the paper); shared: one view for all
+    # (the ablation that isolates the views from the networks). Default keeps old files valid.
+    views: Literal["per_member", "shared"] = "per_member"
 
 
 class TrainConfig(Section):

@@ -24,6 +24,7 @@ from dnc.data import (
 )
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
 from dnc.evaluation.flops import cost
+from dnc.evaluation.predictions import predictions_path, write_predictions
 from dnc.evaluation.results import validated
 from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
@@ -104,6 +105,7 @@ def train(
         params.eval.batch_size,
         task.num_views,
         params.seed,
+        shared_views=params.split.views == "shared",
     )
     wd = method_of(params).weight_decay(params)
     out_dir = Path(out_dir)
@@ -163,6 +165,7 @@ def evaluate(
     )
     device = resolve_device(devices[0] if devices else params.train.device)
     metrics = method_of(params).evaluate(params, model, loaders.test, info, device, devices)
+    predictions = metrics.pop("predictions", None)
     metrics["config"] = {
         "method": params.method,
         "dataset": params.data.dataset,
@@ -179,6 +182,8 @@ def evaluate(
         "val": ckpt["val"],
     }
     metrics = validated(metrics)  # the typed schema readers rely on
+    if predictions is not None:  # beside the JSON: the paired tests' per-example input
+        write_predictions(predictions_path(Path(out_path)), **predictions)
     write_json(metrics, Path(out_path))
     return metrics
 

@@ -19,6 +19,22 @@ class _Row(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class Calibrated(_Row):
+    """Calibration of one predictor (None where a method does not compute it): top-label
+    ECE with 15 equal-width bins and the multi-class Brier score (range 0-2)."""
+
+    ece: float | None = None
+    brier: float | None = None
+
+
+class Diverse(_Row):
+    """Diversity of k >= 2 members (None for one): mean pairwise disagreement rate and the
+    ensemble's mutual information in nats (the JSD of the members' predictions)."""
+
+    disagreement: float | None = None
+    mutual_info: float | None = None
+
+
 class Cost(_Row):
     """Accuracy (%), and the inference cost of one evaluated model."""
 
@@ -34,7 +50,7 @@ class CurvePoint(Cost):
     label: str
 
 
-class Prefix(Cost):
+class Prefix(Cost, Calibrated, Diverse):
     """The ensemble of the first k members."""
 
     k: int
@@ -42,7 +58,7 @@ class Prefix(Cost):
     latency_ms: dict[str, float]
 
 
-class Member(_Row):
+class Member(Calibrated):
     """One evaluated output (a SplitNet member, a Teammate depth)."""
 
     index: int
@@ -50,7 +66,7 @@ class Member(_Row):
     nll: float
 
 
-class Ensemble(Cost):
+class Ensemble(Cost, Calibrated, Diverse):
     """The ensemble the best epoch was selected on."""
 
     nll: float
