@@ -67,7 +67,8 @@ def test_bad_ablation_keys_exit_2_naming_the_key(tmp_path, capsys, key, value):
                      f"{key}={value}", "--out", str(tmp_path / "run")])  # fmt: skip
     else:
         text = (root / "params.yaml").read_text()
-        text = text.replace("compare:\n", f"compare:\n  baseline: {value}\n")
+        assert "  baseline: s1 " in text
+        text = text.replace("  baseline: s1 ", f"  baseline: {value} ")
         (tmp_path / "params.yaml").write_text(text)
         code = pipelines_main(["stage", "train", "--params", str(tmp_path / "params.yaml"),
                                "--config", "s1", "--out", str(tmp_path / "run")])  # fmt: skip

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
+from dnc.config import ConfigError
 from dnc.io import atomic_path
 
 SUFFIX = ".predictions.npz"
 KEYS = ("labels", "ensemble", "members", "prefixes")
 
 
-class PredictionsError(ValueError):
+class PredictionsError(ConfigError):
     """A predictions file is missing, unreadable or inconsistent (the message names it)."""
 
 
