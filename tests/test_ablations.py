@@ -111,3 +111,57 @@ def test_splitnet_evaluation_writes_calibration_diversity_and_predictions(tiny_p
         assert 100 * preds.correct(f"member_{i}").mean() == pytest.approx(m["acc"], abs=1e-6)
     assert np.array_equal(preds.prefixes[-1], preds.ensemble)
     assert json.loads(out.read_text())["ensemble"]["ece"] == ens["ece"]
+
+
+def _sweep_row(tmp_path: Path, label: str, split: int, right: int) -> dict:
+    """A sweep row (pipelines.prefect.flows.summary) whose run got the first `right` of 100
+    test examples right."""
+    from dnc.evaluation.predictions import write_predictions
+
+    labels = np.arange(100) % 10
+    pred = np.where(np.arange(100) < right, labels, (labels + 1) % 10)
+    path = tmp_path / f"{label}.predictions.npz"
+    write_predictions(path, labels, pred, pred[None], pred[None], 10)
+    return {"label": label, "point": {"split.factor": split}, "split.factor": split,
+            "ensemble_acc": float(right), "best_member_acc": float(right), "params": 10,
+            "macs": 100, "seed": 0, "predictions": str(path)}  # fmt: skip
+
+
+def test_sweep_comparison_names_a_winner_only_when_mcnemar_supports_it(tmp_path):
+    from pipelines.prefect.report import comparison_table
+
+    # 5 one-sided discordant examples: p = 2 / 32 = 0.0625 (no); 6: 0.03125 (yes).
+    close = [_sweep_row(tmp_path, "s1", 1, 80), _sweep_row(tmp_path, "s2", 2, 85)]
+    text = comparison_table(close)
+    assert "| s2 | 1 |" in text and "**indistinguishable**" in text
+    assert "No configuration is distinguishable from the baseline s1" in text
+    far = [_sweep_row(tmp_path, "s1", 1, 80), _sweep_row(tmp_path, "s4", 4, 86)]
+    text = comparison_table(far)
+    assert "**better**" in text and "s4 is better than the baseline s1" in text
+    assert "Best" not in text
+
+
+def test_pipelines_compare_groups_seeds_and_tests_on_the_predictions_artifact(tmp_path):
+    """`pipelines compare` on constructed runs: two configurations x two seeds, differing on
+    exactly 3 + 3 examples (pooled p = 2 / 64 < 0.05) -> better; a bad --baseline names itself."""
+    from dnc.config import ConfigError
+    from pipelines.tracking.compare import verdict_section
+
+    class Client:
+        def download_artifacts(self, run_id: str, path: str, dst: str) -> str:
+            return str(tmp_path / run_id)
+
+    store = type("Store", (), {"client": Client()})()
+    rows = []
+    for name, s, macs, right in (("s1", "1", 200.0, 80), ("s2", "2", 200.0, 83)):
+        for seed in (0, 1):
+            (tmp_path / f"{name}{seed}").mkdir()  # the run's downloaded artifact folder
+            row = _sweep_row(tmp_path / f"{name}{seed}", "run", int(s), right)
+            rows.append({"run": f"{name}-seed{seed}", "run id": f"{name}{seed}", "S": s,
+                         "method": "splitnet", "MACs": macs, "seed": seed,
+                         "config": name, "predictions": row["predictions"]})  # fmt: skip
+    text, judged = verdict_section(rows, store, None, tmp_path)
+    assert judged["baseline"] == "s1" and judged["rows"]["s2"]["verdict"] == "better"
+    assert judged["rows"]["s2"]["only_it"] == 6 and "s2 is better than the baseline s1" in text
+    with pytest.raises(ConfigError, match="--baseline nope"):
+        verdict_section(rows, store, "nope", tmp_path)

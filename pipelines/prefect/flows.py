@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dnc import stages
 from dnc.config import ConfigError, Params, load_params
+from dnc.evaluation.predictions import predictions_path
 from pipelines.prefect.tasks import (
     PLOT,
     RunPaths,
@@ -164,4 +165,6 @@ def summary(
         "macs": ens["macs"],
         "run_dir": str(paths.run),
         "data_dir": str(paths.data),
+        "seed": params.seed,
+        "predictions": str(predictions_path(paths.metrics)),  # the sweep's paired tests
     }
