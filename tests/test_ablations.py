@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from dnc import stages
 from dnc.cli import main
@@ -165,3 +166,29 @@ def test_pipelines_compare_groups_seeds_and_tests_on_the_predictions_artifact(tm
     assert judged["rows"]["s2"]["only_it"] == 6 and "s2 is better than the baseline s1" in text
     with pytest.raises(ConfigError, match="--baseline nope"):
         verdict_section(rows, store, "nope", tmp_path)
+
+
+def test_search_space_takes_weight_decay_and_reports_the_best_per_split(default_params):
+    from pipelines.search.report import best_per_split, per_split_table
+    from pipelines.search.space import check_space, search_from_dict
+
+    space = {"split.factor": {"choices": [1, 2]},
+             "train.weight_decay": {"low": 1e-5, "high": 1e-2, "log": True},
+             "split.divide_weight_decay": {"choices": ["none", "exp", "linear"]}}  # fmt: skip
+    search = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    search = search_from_dict({**search["search"], "space": space})
+    check_space(default_params, search)  # accepted: log range and choices
+    rows = [
+        {"trial": 0, "state": "COMPLETE", "val_acc": 80.0, "split.factor": 1,
+         "train.weight_decay": 1e-3, "split.divide_weight_decay": "none"},
+        {"trial": 1, "state": "COMPLETE", "val_acc": 82.0, "split.factor": 1,
+         "train.weight_decay": 1e-4, "split.divide_weight_decay": "none"},
+        {"trial": 2, "state": "COMPLETE", "val_acc": 81.0, "split.factor": 2,
+         "train.weight_decay": 2e-3, "split.divide_weight_decay": "linear"},
+        {"trial": 3, "state": "PRUNED", "val_acc": 99.0, "split.factor": 2,
+         "train.weight_decay": 1e-5, "split.divide_weight_decay": "none"},
+    ]  # fmt: skip
+    best = best_per_split(rows, default_params)
+    assert [(b["split.factor"], b["trial"]) for b in best] == [(1, 1), (2, 2)]
+    assert best[1]["effective_weight_decay"] == pytest.approx(1e-3)  # linear: wd / S
+    assert "Best weight decay per S" in per_split_table(best)
