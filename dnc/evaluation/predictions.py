@@ -1,7 +1,7 @@
 """Per-example test predictions of one evaluated run: the input of the paired tests.
 
-Written beside the metrics JSON as `<run>.predictions.npz` (`reports/evaluate/base-seed0.json`
--> `reports/evaluate/base-seed0.predictions.npz`): the predicted class of the ensemble, of
+Written beside the metrics JSON as `<run>.predictions.npz` (`reports/evaluate/base/seed0.json`
+-> `reports/evaluate/base/seed0.predictions.npz`): the predicted class of the ensemble, of
 each member and of each k-of-S prefix, and the labels, as small integer arrays (uint8 for up
 to 256 classes, int16 beyond), so a McNemar test between two runs needs no model and no data.
 """

@@ -31,7 +31,7 @@ from dnc import config
 from dnc.config import ConfigError, Params, apply_overrides, params_from_dict
 
 SECTION = "compare"
-# Becomes a DVC stage suffix (`train@s4-0`) and a folder name: no `-`, `@` or `/`.
+# Becomes a DVC stage suffix (`run@s4`) and a folder name: no `-`, `@` or `/`.
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # The only data keys read at training time; every other data key (and `seed`, which seeds
 # the split) is read by the shared prepare stage, once for all configurations, so a
