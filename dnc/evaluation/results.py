@@ -50,7 +50,7 @@ class CurvePoint(Cost):
     label: str
 
 
-class Prefix(Cost, Calibrated, Diverse):
+class Prefix(Diverse, Calibrated, Cost):  # fields in order: Cost, Calibrated, ...
     """The ensemble of the first k members."""
 
     k: int
@@ -58,15 +58,17 @@ class Prefix(Cost, Calibrated, Diverse):
     latency_ms: dict[str, float]
 
 
-class Member(Calibrated):
+class Member(_Row):
     """One evaluated output (a SplitNet member, a Teammate depth)."""
 
     index: int
     acc: float
     nll: float
+    ece: float | None = None  # as in Calibrated (declared here to keep index first)
+    brier: float | None = None
 
 
-class Ensemble(Cost, Calibrated, Diverse):
+class Ensemble(Diverse, Calibrated, Cost):
     """The ensemble the best epoch was selected on."""
 
     nll: float
