@@ -72,6 +72,9 @@ class SplitConfig(Section):
     # Under torchrun: loop = data-parallel (every rank all members, a shard of each batch);
     # members = rank r trains members r, r+W, ... on the whole batch (dnc/train/distributed.py).
     placement: Literal["loop", "members"]
+    # per_member: each member its own augmented view (the paper); shared: one view for all
+    # (the ablation that isolates the views from the networks). Default keeps old files valid.
+    views: Literal["per_member", "shared"] = "per_member"
 
 
 # Device names torch accepts here; whether the device exists is checked by `check_device`.

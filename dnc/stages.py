@@ -28,6 +28,7 @@ from dnc.data.prepare import check_meta, clean_stale
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
 from dnc.evaluation.cascade import evaluate_cascade
 from dnc.evaluation.flops import cost
+from dnc.evaluation.predictions import predictions_path, write_predictions
 from dnc.evaluation.results import validated
 from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
@@ -134,6 +135,7 @@ def train(
         params.eval.batch_size,
         task.num_views,
         params.seed,
+        shared_views=params.split.views == "shared",
     )
     if parallel is not None:
         loaders = parallel.shard(loaders)
@@ -228,6 +230,7 @@ def evaluate(
     device = resolve_device(devices[0] if devices else params.train.device)
     method = method_of(params)
     metrics = method.evaluate(params, model, loaders.test, info, device, devices)
+    predictions = metrics.pop("predictions", None)
     cascade_of = getattr(method, "cascade_stages", None)  # optional: outputs that cascade
     if cascade_of is not None:
         shape = (info.in_chans, info.image_size, info.image_size)
@@ -251,6 +254,8 @@ def evaluate(
     }
     metrics["training"] = progress
     metrics = validated(metrics)  # the typed schema readers rely on
+    if predictions is not None:  # beside the JSON: the paired tests' per-example input
+        write_predictions(predictions_path(Path(out_path)), **predictions)
     write_json(metrics, Path(out_path))
     return metrics
 

@@ -90,11 +90,13 @@ def test_committed_dvc_config_is_offline_with_an_outside_remote() -> None:
 
 @pytest.mark.slow
 def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
-    stages = {"prepare", "train@base-0", "train@s2-0", "evaluate@base-0", "evaluate@s2-0"}
+    stages = {"prepare", "run@base", "run@s2"}  # one process per configuration, all seeds
     assert ran(sh(repo, "dvc", "repro")) == stages | {"report"}
     for path in (
-        "models/s2-seed0/best.pt",
-        "reports/evaluate/s2-seed0.json",
+        "models/s2/seed0/best.pt",
+        "reports/evaluate/s2/seed0.json",
+        "reports/evaluate/s2/seed0.predictions.npz",
+        "reports/report/plots/reliability.png",
         "reports/report.md",
         "reports/report/plots/accuracy_vs_macs.png",
         "reports/report/summary.json",
@@ -114,15 +116,15 @@ def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
     # -S of a key no configuration sets reaches both; of one `s2` sets, only `base`.
     out = sh(repo, "dvc", "exp", "run", "-S", "split.factor=4", "-S", "train.lr=0.05")
     assert ran(out) == stages - {"prepare"} | {"report"}
-    base = yaml.safe_load((repo / "reports/evaluate/base-seed0.json").read_text())
-    s2 = yaml.safe_load((repo / "reports/evaluate/s2-seed0.json").read_text())
+    base = yaml.safe_load((repo / "reports/evaluate/base/seed0.json").read_text())
+    s2 = yaml.safe_load((repo / "reports/evaluate/s2/seed0.json").read_text())
     assert (base["config"]["split_factor"], s2["config"]["split_factor"]) == (4, 2)
     assert (
-        yaml.safe_load((repo / "models/s2-seed0/params.json").read_text())["train"]["lr"] == 0.05
+        yaml.safe_load((repo / "models/s2/seed0/params.json").read_text())["train"]["lr"] == 0.05
     )
     assert "train.lr" in sh(repo, "dvc", "exp", "show", "--csv")
     assert "split.factor" in sh(repo, "dvc", "params", "diff")
-    assert "reports/evaluate/base-seed0.json" in sh(repo, "dvc", "metrics", "diff")
+    assert "reports/report/summary.json" in sh(repo, "dvc", "metrics", "diff")
     sh(repo, "dvc", "plots", "diff", "HEAD", "-o", "diff_plots")
     html = (repo / "diff_plots" / "index.html").read_text()
     for rev in ("workspace", "HEAD"):  # both revisions' PNGs, next to the page: no CDN
@@ -137,6 +139,7 @@ def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     sh(clone, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "remote"))
     sh(clone, "dvc", "pull")
-    assert (clone / "models/base-seed0/best.pt").is_file()
+    assert (clone / "models/base/seed0/best.pt").is_file()
+    assert (clone / "reports/evaluate/base/seed0.predictions.npz").is_file()
     assert "up to date" in sh(clone, "dvc", "status")
     assert ran(sh(clone, "dvc", "repro")) == set()

@@ -35,7 +35,7 @@ def test_bad_exp_run_key_is_named_as_typed(tmp_path, capsys):
     tree["split"]["factr"] = 2
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(tree, sort_keys=False))
-    out = tmp_path / "models" / "s4-seed0"
+    out = tmp_path / "models" / "s4" / "seed0"
     args = ["stage", "train", "--params", str(params), "--config", "s4", "--set", "seed=0"]
     assert main([*args, "--out", str(out)]) == 2
     assert capsys.readouterr().err == "error: split.factr: unknown key\n"
@@ -79,7 +79,12 @@ def test_docs_run_ad_hoc_commands_outside_dvc_outputs():
 @pytest.mark.skipif(not Path(DVC).exists(), reason="dvc not installed")
 def test_dvc_sees_only_the_matrix_outputs_inside_models():
     """A search or an ad-hoc run left in models/ does not change the report's dependency."""
-    paths = ["models/search/study/trial_0", "models/s2", "models/base-seed0", "models/s4-seed1"]
+    paths = [
+        "models/search/study/trial_0",
+        "models/s2/best.pt",
+        "models/base/seed0/best.pt",
+        "models/s4/seed1/history.json",
+    ]
     proc = subprocess.run(
         [DVC, "check-ignore", "--non-matching", "--details", *paths],
         cwd=ROOT,
@@ -90,7 +95,7 @@ def test_dvc_sees_only_the_matrix_outputs_inside_models():
     # `<file>:<line>:<pattern>\t<path>`; `::\t<path>` matches nothing, `!...` re-includes.
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     ignored = {path for rule, path in rows if rule.split(":", 2)[-1][:1] not in ("", "!")}
-    assert ignored == {"models/search/study/trial_0", "models/s2"}, proc.stdout
+    assert ignored == {"models/search/study/trial_0", "models/s2/best.pt"}, proc.stdout
 
 
 def test_report_says_which_cpu_and_torch(tmp_path):

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
+from dnc.evaluation.predictions import write_predictions
 from pipelines.cli import main
 from pipelines.dvc import plots
 from pipelines.dvc.report import mean_std, report
@@ -26,16 +29,25 @@ def _run_files(tmp: Path, config: str, seed: int, split: int, acc: float) -> Non
     ]  # fmt: skip
     metrics = {
         "ensemble": {"acc": acc, "nll": 0.3, "params": 10 * split, "macs": split * member_macs,
-                     "latency_ms": {"1": 1.0 * split, "100": 5.0 * split}},
+                     "latency_ms": {"1": 1.0 * split, "100": 5.0 * split},
+                     "reliability": {"edges": [0, 0.5, 1], "count": [100, 900],
+                                     "confidence": [0.4, 0.9], "accuracy": [0.3, 0.95]}},
         "members": [{"index": i, "acc": acc - 2} for i in range(split)],
         "curve": curve,
         "config": {"method": "splitnet", "split_factor": split, "width": 32 / split**0.5},
         "selection": {"best_epoch": 1},
         "num_test": 1000,
     }  # fmt: skip
-    (tmp / "evaluate").mkdir(exist_ok=True)
-    (tmp / "evaluate" / f"{config}-seed{seed}.json").write_text(json.dumps(metrics))
-    run_dir = tmp / "models" / f"{config}-seed{seed}"
+    (tmp / "evaluate" / config).mkdir(parents=True, exist_ok=True)
+    (tmp / "evaluate" / config / f"seed{seed}.json").write_text(json.dumps(metrics))
+    # Per-example predictions: the first round(acc * 10) of 1000 examples right, the rest
+    # wrong, so two runs differ on exactly the examples between their two counts.
+    labels = np.arange(1000) % 10
+    right = round(acc * 10)
+    pred = np.where(np.arange(1000) < right, labels, (labels + 1) % 10)
+    write_predictions(tmp / "evaluate" / config / f"seed{seed}.predictions.npz", labels, pred,
+                      np.stack([pred] * split), np.stack([pred] * split), 10)  # fmt: skip
+    run_dir = tmp / "models" / config / f"seed{seed}"
     run_dir.mkdir(parents=True)
     history = [
         {"epoch": e, "train/loss": 2.0 - e, "val/ensemble/acc": acc - 5 + 5 * e,
@@ -57,7 +69,7 @@ def runs(tmp_path: Path) -> Path:
     """A params.yaml with two configurations x two seeds, and their run files."""
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
     tree["compare"] = {"seeds": [0, 1], "configs": {"one": {"split.factor": 1}, "four": {
-        "split.factor": 4}}}  # fmt: skip
+        "split.factor": 4}}, "baseline": "one"}  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     for seed, accs in ((0, (90.0, 92.0)), (1, (91.0, 95.0))):
         _run_files(tmp_path, "one", seed, 1, accs[0])
@@ -75,10 +87,16 @@ def test_report_writes_table_summary_plots_and_curves(runs: Path) -> None:
         [90.5, 91.5, 92.5, 93.5]
     )
     table = (out / "report.md").read_text()
-    assert "| four | 4 | 32 (16) |" in table and "**93.50 ± 2.12**" in table
-    assert "seeds [0, 1] (n=2)" in table
+    half = stats.t.ppf(0.975, 1) * mean_std([92.0, 95.0])[1] / 2**0.5  # t CI, 1 dof
+    assert "| four | 4 | 32 (16) |" in table
+    assert f"**93.50 [{93.5 - half:.2f}, {93.5 + half:.2f}]**" in table
+    assert "seeds [0, 1] (n=2)" in table and "Best test accuracy" not in table
+    # four is right on 20 + 40 examples the baseline gets wrong, never the reverse.
+    assert summary["verdicts"]["rows"]["four"]["only_it"] == 60
+    assert summary["verdicts"]["rows"]["four"]["verdict"] == "better"
+    assert "four is better than the baseline one" in table
     assert json.loads((out / "report" / "summary.json").read_text()) == summary
-    for name in ("accuracy_vs_macs", "learning_curves", "train_loss"):
+    for name in ("accuracy_vs_macs", "learning_curves", "train_loss", "reliability"):
         assert (out / "report" / "plots" / f"{name}.png").read_bytes().startswith(PNG)
     curve = json.loads((out / "report" / "curves" / "four.json").read_text())
     assert [row["epoch"] for row in curve] == [1.0, 2.0]
@@ -97,13 +115,35 @@ def test_report_is_deterministic(runs: Path) -> None:
 
 
 def test_missing_run_fails_before_writing(runs: Path, capsys) -> None:
-    (runs / "evaluate" / "four-seed1.json").unlink()
+    (runs / "evaluate" / "four" / "seed1.json").unlink()
     args = ["report", "--params", str(runs / "params.yaml"), "--metrics", str(runs / "evaluate")]
     code = main([*args, "--models", str(runs / "models"), "--out", str(runs / "out")])
     assert code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "four-seed1.json" in err and "\n" not in err
+    assert err.startswith("error: ") and "seed1.json" in err and "\n" not in err
     assert not (runs / "out").exists()
+
+
+@pytest.mark.parametrize(("k0", "k1", "verdict"), [(3, 3, "better"), (3, 2, "indistinguishable")])
+def test_verdict_of_configs_that_differ_on_exactly_k_examples(tmp_path, k0, k1, verdict):
+    """Pooled McNemar on k0 + k1 one-sided discordant examples: p = 2 * 0.5 ** (k0 + k1)."""
+    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tree["compare"] = {"seeds": [0, 1], "configs": {"s1": {"split.factor": 1}, "s2": {}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))  # baseline: default s1
+    for seed, k in ((0, k0), (1, k1)):
+        _run_files(tmp_path, "s1", seed, 1, 80.0)
+        _run_files(tmp_path, "s2", seed, 2, 80.0 + k / 10)
+    summary = report(tmp_path / "params.yaml", tmp_path / "evaluate", tmp_path / "models",
+                     tmp_path / "out")  # fmt: skip
+    row = summary["verdicts"]["rows"]["s2"]
+    assert (row["only_it"], row["only_baseline"]) == (k0 + k1, 0)
+    assert row["mcnemar_p"] == pytest.approx(2 * 0.5 ** (k0 + k1))
+    assert row["verdict"] == verdict
+    text = (tmp_path / "out" / "report.md").read_text()
+    if verdict == "better":
+        assert "s2 is better than the baseline s1" in text
+    else:
+        assert "No configuration is distinguishable from the baseline s1" in text
 
 
 def test_accuracy_vs_macs_general_rows(tmp_path: Path) -> None:

@@ -235,8 +235,10 @@ def test_compare_prints_table_and_writes_plot(tracked, tmp_path, capsys):
     assert main(["compare", "--experiment", EXPERIMENT, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "| S |" in printed and "small_cnn-S2-digits" in printed
-    rows = json.loads((tmp_path / "compare.json").read_text())
+    written = json.loads((tmp_path / "compare.json").read_text())
+    rows = written["runs"]
     row = next(r for r in rows if r["run id"] == tracked["run_id"])
+    assert "Against the baseline" in printed or "no verdicts" in printed
     assert row["S"] == "2" and row["method"] == "splitnet"
     assert [p["label"] for p in row["curve"]] == ["splitnet k=1 of S=2", "splitnet k=2 of S=2"]
     assert (tmp_path / "accuracy_vs_macs.png").read_bytes()[:4] == b"\x89PNG"

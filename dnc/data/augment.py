@@ -133,13 +133,19 @@ def random_resized_crop(images: Tensor, hflip: bool, g: torch.Generator) -> Tens
 class BatchViews:
     """uint8 batch (B, C, H, W) -> `num_views` augmented, normalised float32 views (V, B, C, H, W).
 
-    With `train=False` or `augment: none` every view is the normalised image itself.
+    With `train=False` or `augment: none` every view is the normalised image itself; with
+    `shared=True` (`split.views: shared`) one augmentation is drawn and every view is a copy.
     """
 
     def __init__(
-        self, info: DatasetInfo, cfg: DataConfig, num_views: int, train: bool = True
+        self,
+        info: DatasetInfo,
+        cfg: DataConfig,
+        num_views: int,
+        train: bool = True,
+        shared: bool = False,
     ) -> None:
-        self.info, self.num_views = info, num_views
+        self.info, self.num_views, self.shared = info, num_views, shared
         self.augment = train and cfg.augment == "standard"
         self.erasing = cfg.random_erasing if self.augment else 0.0
         self._scale = 1.0 / (255.0 * torch.tensor(info.std))[:, None, None]  # (C, 1, 1)
@@ -155,9 +161,11 @@ class BatchViews:
 
         `generator` must live on the images' device.
         """
+        draws = 1 if self.shared else self.num_views
         with _one_thread(images.device):
-            x = self._augment(images.repeat(self.num_views, 1, 1, 1), generator)  # (V*B, ...)
-        return x.view(self.num_views, len(images), *x.shape[1:])  # (V, B, C, H, W)
+            x = self._augment(images.repeat(draws, 1, 1, 1), generator)  # (draws*B, ...)
+        x = x.view(draws, len(images), *x.shape[1:])
+        return x.repeat(self.num_views, 1, 1, 1, 1) if self.shared else x  # (V, B, C, H, W)
 
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
         if self.augment and self.info.crop_padding > 0:

@@ -181,9 +181,11 @@ def make_loaders(
     eval_batch_size: int,
     num_views: int,
     seed: int,
+    shared_views: bool = False,
 ) -> Loaders:
-    """Loaders over prepared data: `num_views` augmented views per training image."""
-    train_views = BatchViews(data.info, cfg, num_views, train=True)
+    """Loaders over prepared data: `num_views` augmented views per training image (one view
+    copied `num_views` times with `shared_views`, the `split.views: shared` ablation)."""
+    train_views = BatchViews(data.info, cfg, num_views, train=True, shared=shared_views)
     eval_views = BatchViews(data.info, cfg, 1, train=False)
 
     def evaluation(split: ImageSplit) -> DataLoader:

@@ -11,9 +11,16 @@ import torch
 from torch import Tensor
 
 from dnc.ensemble.splitnet import SplitNet
+from dnc.evaluation.calibration import (
+    brier_score,
+    expected_calibration_error,
+    mutual_information,
+    pairwise_disagreement,
+    reliability_bins,
+)
 from dnc.evaluation.flops import cost
 from dnc.train.engine import collect_logits, score
-from dnc.train.losses import EnsembleHow
+from dnc.train.losses import EnsembleHow, ensemble_log_probs
 
 
 @torch.no_grad()
@@ -65,6 +72,37 @@ def curve_rows(
     ]
 
 
+ECE_BINS = 15
+
+
+def calibration(log_probs: Tensor, labels: Tensor) -> dict[str, float]:
+    """ECE (15 equal-width bins) and Brier score of one predictor's (N, C) log-probabilities."""
+    p = log_probs.double().exp()
+    p = p / p.sum(-1, keepdim=True)  # float32 rounding: exact rows for the checks downstream
+    return {
+        "ece": expected_calibration_error(p, labels, ECE_BINS),
+        "brier": brier_score(p, labels),
+    }
+
+
+def diversity(logits: Tensor) -> dict[str, float]:
+    """Pairwise disagreement and mutual information (nats) of S >= 2 members' (S, N, C) logits."""
+    p = torch.softmax(logits.double(), dim=-1)
+    return {"disagreement": pairwise_disagreement(p), "mutual_info": mutual_information(p)}
+
+
+def reliability(log_probs: Tensor, labels: Tensor) -> dict[str, list[float]]:
+    """The reliability-diagram bins of one predictor, as JSON lists."""
+    p = log_probs.double().exp()
+    rb = reliability_bins(p / p.sum(-1, keepdim=True), labels, ECE_BINS)
+    return {
+        "edges": rb.edges.tolist(),
+        "count": rb.count.tolist(),
+        "confidence": rb.confidence.tolist(),
+        "accuracy": rb.accuracy.tolist(),
+    }
+
+
 def evaluate_splitnet(
     model: SplitNet,
     loader: Iterable[tuple[Tensor, Tensor]],
@@ -78,23 +116,29 @@ def evaluate_splitnet(
     how: EnsembleHow = model.ensemble
     member_cost = [cost(m, input_shape) for m in model.members]
     per_member = score(logits, labels, how)
+    log_p = torch.log_softmax(logits.double(), dim=-1)  # (S, N, C)
     members = [
         {
             "index": i,
             "acc": per_member[f"member_{i}/acc"],
             "nll": per_member[f"member_{i}/nll"],
+            **calibration(log_p[i], labels),
             **member_cost[i],
         }
         for i in range(model.split_factor)
     ]
-    prefixes = []
+    prefixes, prefix_preds = [], []
     for k in range(1, model.split_factor + 1):
         scores = score(logits[:k], labels, how)
+        ens = ensemble_log_probs(logits[:k], how)
+        prefix_preds.append(ens.argmax(-1))
         prefixes.append(
             {
                 "k": k,
                 "acc": scores["ensemble/acc"],
                 "nll": scores["ensemble/nll"],
+                **calibration(ens, labels),
+                **(diversity(logits[:k]) if k > 1 else {}),
                 "params": sum(c["params"] for c in member_cost[:k]),
                 "macs": sum(c["macs"] for c in member_cost[:k]),
                 "latency_ms": {
@@ -104,10 +148,20 @@ def evaluate_splitnet(
             }
         )
     by_method = {h: score(logits, labels, h)["ensemble/acc"] for h in ("logits", "softmax", "max")}
+    ensemble = {**prefixes[-1], "method": how, "acc_by_method": by_method}
+    ensemble["reliability"] = reliability(ensemble_log_probs(logits, how), labels)
     return {
-        "ensemble": {**prefixes[-1], "method": how, "acc_by_method": by_method},
+        "ensemble": ensemble,
         "members": members,
         "prefixes": prefixes,
         "curve": curve_rows(prefixes),
         "num_test": int(labels.numel()),
+        # Not JSON: popped by dnc.stages.evaluate into <run>.predictions.npz.
+        "predictions": {
+            "labels": labels,
+            "ensemble": prefix_preds[-1],
+            "members": logits.argmax(-1),
+            "prefixes": torch.stack(prefix_preds),
+            "num_classes": int(logits.shape[-1]),
+        },
     }

@@ -19,6 +19,22 @@ class _Row(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class Calibrated(_Row):
+    """Calibration of one predictor (None where a method does not compute it): top-label
+    ECE with 15 equal-width bins and the multi-class Brier score (range 0-2)."""
+
+    ece: float | None = None
+    brier: float | None = None
+
+
+class Diverse(_Row):
+    """Diversity of k >= 2 members (None for one): mean pairwise disagreement rate and the
+    ensemble's mutual information in nats (the JSD of the members' predictions)."""
+
+    disagreement: float | None = None
+    mutual_info: float | None = None
+
+
 class Cost(_Row):
     """Accuracy (%), and the inference cost of one evaluated model."""
 
@@ -34,7 +50,7 @@ class CurvePoint(Cost):
     label: str
 
 
-class Prefix(Cost):
+class Prefix(Diverse, Calibrated, Cost):  # fields in order: Cost, Calibrated, ...
     """The ensemble of the first k members."""
 
     k: int
@@ -48,9 +64,11 @@ class Member(_Row):
     index: int
     acc: float
     nll: float
+    ece: float | None = None  # as in Calibrated (declared here to keep index first)
+    brier: float | None = None
 
 
-class Ensemble(Cost):
+class Ensemble(Diverse, Calibrated, Cost):
     """The ensemble the best epoch was selected on."""
 
     nll: float

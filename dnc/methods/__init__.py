@@ -1,10 +1,10 @@
 """Training methods as plugins: one module per method, registered with `@register_method`.
 
 Importing this package registers the built-in methods: `splitnet`, `cooperative`,
-`auxiliary`. docs/extending.md shows how to add one.
+`auxiliary`, `multiview`. docs/extending.md shows how to add one.
 """
 
-from dnc.methods import auxiliary, cooperative, splitnet  # noqa: F401  (registers)
+from dnc.methods import auxiliary, cooperative, multiview, splitnet  # noqa: F401  (registers)
 from dnc.methods.base import (
     Method,
     Task,

@@ -28,7 +28,7 @@ from dnc.evaluation.evaluate import median_latency_ms
 from dnc.evaluation.flops import cost
 from dnc.models import create_model, get_spec
 from dnc.train.engine import collect_logits, score
-from dnc.train.losses import EnsembleHow
+from dnc.train.losses import EnsembleHow, ensemble_log_probs
 
 if TYPE_CHECKING:
     from dnc.methods.cooperative import CooperativeConfig
@@ -228,4 +228,12 @@ def evaluate_cooperative(
             for d in depths
         ],
         "num_test": int(labels.numel()),
+        # Not JSON: dnc.stages.evaluate writes it to <run>.predictions.npz (paired tests).
+        "predictions": {
+            "labels": labels,
+            "ensemble": ensemble_log_probs(logits[:-1], how).argmax(-1),
+            "members": logits[:-1].argmax(-1),
+            "prefixes": ensemble_log_probs(logits[:-1], how).argmax(-1)[None],
+            "num_classes": int(logits.shape[-1]),
+        },
     }

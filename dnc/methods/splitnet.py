@@ -49,8 +49,12 @@ class CoTrainingTask(Task):
         loss = ce.sum()
         if self.model.split_factor > 1:
             weight = cot_weight_at(epoch, self.cot_weight, self.cot_warmup_epochs)
-            js = js_divergence(logits)
-            loss = loss + weight * js
+            if weight > 0:
+                js = js_divergence(logits)
+                loss = loss + weight * js
+            else:  # independent members: the JSD is only measured, it is not in the loss
+                with torch.no_grad():
+                    js = js_divergence(logits.detach())
             out["js"] = js.detach()
             out["cot_weight"] = torch.tensor(weight)
         out["ce"] = ce.sum().detach()

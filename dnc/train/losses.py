@@ -29,7 +29,13 @@ def js_divergence(logits: Tensor) -> Tensor:
 
 
 def cot_weight_at(epoch: float, cot_weight: float, warmup_epochs: float) -> float:
-    """Co-training weight w(epoch): linear warm-up floored at 0.005, then constant."""
+    """Co-training weight w(epoch): linear warm-up floored at 0.005, then constant.
+
+    `cot_weight` 0 is exactly 0 at every epoch (independent members, no JSD at all): the
+    floor only keeps a non-zero weight from starting at 0, it never switches co-training on.
+    """
+    if cot_weight == 0:
+        return 0.0
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return max(cot_weight * epoch / warmup_epochs, 0.005)
     return cot_weight

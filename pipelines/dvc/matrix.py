@@ -2,16 +2,22 @@
 
 ```yaml
 compare:
-  seeds: [0, 1]              # training seeds; `data.split_seed` seeds the (shared) data split
+  seeds: [0, 1, 2]           # training seeds; `data.split_seed` seeds the (shared) data split
+  baseline: s1               # what every row is tested against (default: see below)
   configs:                   # name -> the dotted keys this configuration changes
     base: {}                 # the sections above, as they are
     s4: {split.factor: 4}    # everything else still comes from the sections above
 ```
 
-dvc.yaml's `train` and `evaluate` stages are a `matrix` over `compare.configs` (its keys)
-and `compare.seeds`; each stage runs `python -m pipelines stage train --config NAME --set
-seed=K`, so a configuration overrides only the keys it names and every other key,
+dvc.yaml's `run` stage is a `matrix` over `compare.configs` (its keys): one process per
+configuration, `python -m pipelines stage run --config NAME`, trains and evaluates every seed
+of `compare.seeds` (`models/NAME/seed<k>/`, `reports/evaluate/NAME/seed<k>.json` and its
+`.predictions.npz`), so a configuration overrides only the keys it names and every other key,
 including a `dvc exp run -S train.epochs=3`, reaches all of them.
+
+`baseline` defaults to the undivided network at the same budget: the first configuration
+that trains the `splitnet` method with `split.factor: 1` and the base `model.width` (`s1` in
+params.yaml); with none, the report shows no verdicts. An unknown name fails at load time.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from dnc import config
-from dnc.config import ConfigError, apply_overrides, params_from_dict
+from dnc.config import ConfigError, Params, apply_overrides, params_from_dict
 
 SECTION = "compare"
-# Becomes a DVC stage suffix (`train@s4-0`) and a folder name: no `-`, `@` or `/`.
+# Becomes a DVC stage suffix (`run@s4`) and a folder name: no `-`, `@` or `/`.
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # The only data keys read at training time; every other data key (incl. `data.split_seed`)
 # is read by the shared prepare stage, once for all configurations, so a
@@ -39,6 +45,7 @@ class Comparison:
 
     configs: dict[str, dict[str, Any]]
     seeds: list[int]
+    baseline: str | None = None  # the configuration every other is tested against
 
     def runs(self) -> list[tuple[str, int]]:
         """(configuration, seed) pairs in the order DVC's matrix expands them."""
@@ -46,8 +53,18 @@ class Comparison:
 
 
 def run_name(config: str, seed: int) -> str:
-    """Folder / file stem of one run: `models/<run>/`, `reports/evaluate/<run>.json`."""
+    """A run's name in messages and MLflow: `<config>-seed<k>`."""
     return f"{config}-seed{seed}"
+
+
+def model_dir(models: str | Path, config: str, seed: int) -> Path:
+    """The run dir of (config, seed): `models/<config>/seed<k>/`."""
+    return Path(models) / config / f"seed{seed}"
+
+
+def metrics_path(metrics: str | Path, config: str, seed: int) -> Path:
+    """The metrics JSON of (config, seed): `reports/evaluate/<config>/seed<k>.json`."""
+    return Path(metrics) / config / f"seed{seed}.json"
 
 
 def read_tree(params_path: str | Path) -> dict[str, Any]:
@@ -60,7 +77,7 @@ def parse_comparison(tree: dict[str, Any]) -> Comparison:
     section = tree.get(SECTION)
     if not isinstance(section, dict):
         raise ConfigError(f"{SECTION}: missing key (a mapping with configs and seeds)")
-    unknown = sorted(set(section) - {"configs", "seeds"})
+    unknown = sorted(set(section) - {"configs", "seeds", "baseline"})
     if unknown:
         raise ConfigError(f"{SECTION}.{unknown[0]}: unknown key")
     seeds = section.get("seeds")
@@ -76,16 +93,19 @@ def parse_comparison(tree: dict[str, Any]) -> Comparison:
         raise ConfigError(f"{SECTION}.configs: expected a mapping name -> {{dotted.key: value}}")
     base = {k: v for k, v in tree.items() if k not in config.declared_sections()}
     base_error = _error_of(base)
+    resolved: dict[str, Params] = {}
     for name, overrides in configs.items():
         try:
-            _check_config(base, str(name), overrides)
+            resolved[str(name)] = _check_config(base, str(name), overrides)
         except ConfigError as err:
             # A bad key of the shared sections (`dvc exp run -S +split.factr=2`) is the user's
             # key, not a configuration's: name it as typed.
             if base_error is not None and str(err).endswith(f": {base_error}"):
                 raise ConfigError(base_error) from None
             raise
-    return Comparison({str(k): dict(v) for k, v in configs.items()}, list(seeds))
+    width = (base.get("model") or {}).get("width")
+    baseline = _baseline(section.get("baseline"), resolved, width)
+    return Comparison({str(k): dict(v) for k, v in configs.items()}, list(seeds), baseline)
 
 
 def _error_of(tree: dict[str, Any]) -> str | None:
@@ -97,7 +117,22 @@ def _error_of(tree: dict[str, Any]) -> str | None:
     return None
 
 
-def _check_config(base: dict[str, Any], name: str, overrides: Any) -> None:
+def _baseline(name: Any, resolved: dict[str, Params], width: Any) -> str | None:
+    """The named baseline (checked), else the undivided splitnet at the base width."""
+    if name is not None:
+        if str(name) not in resolved:
+            known = ", ".join(resolved)
+            raise ConfigError(
+                f"{SECTION}.baseline: unknown configuration {name!r} (known: {known})"
+            )
+        return str(name)
+    for name_, p in resolved.items():
+        if p.method == "splitnet" and p.split.factor == 1 and p.model.width == width:
+            return name_  # equal budget: s1, not the narrower s1_w16
+    return None
+
+
+def _check_config(base: dict[str, Any], name: str, overrides: Any) -> Params:
     where = f"{SECTION}.configs.{name}"
     if not NAME.match(name):
         raise ConfigError(f"{where}: name must be letters, digits or _ (it names stages)")
@@ -113,7 +148,7 @@ def _check_config(base: dict[str, Any], name: str, overrides: Any) -> None:
                 f"{where}.{key}: prepared once for all configurations; set it in the data section"
             )
     try:
-        params_from_dict(apply_overrides(base, overrides))
+        return params_from_dict(apply_overrides(base, overrides))
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
 

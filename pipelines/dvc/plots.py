@@ -127,3 +127,36 @@ def line_panels(
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, out_png)
+
+
+def reliability_diagram(
+    bins: Mapping[str, Mapping[str, Sequence[float]]], out_png: Path, title: str
+) -> Path:
+    """Accuracy against confidence per equal-width bin, one panel per predictor.
+
+    `bins`: label -> {"edges", "count", "confidence", "accuracy"} (dnc.evaluation's
+    `reliability` of the ensemble, counts summed over seeds); the diagonal is perfect
+    calibration, bars below it are over-confident bins. Empty bins are left out.
+    """
+    if not bins:
+        raise ValueError("reliability_diagram: nothing to plot")
+    n = len(bins)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.4 * rows), dpi=110, squeeze=False)
+    for ax, (label, b) in zip(axes.flat, bins.items(), strict=False):
+        edges = list(b["edges"])
+        width = edges[1] - edges[0]
+        keep = [i for i, c in enumerate(b["count"]) if c > 0]
+        ax.bar([edges[i] for i in keep], [b["accuracy"][i] for i in keep], width=width,
+               align="edge", edgecolor="black", alpha=0.7, label="accuracy")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        ax.scatter([b["confidence"][i] for i in keep], [b["accuracy"][i] for i in keep],
+                   s=10, color="tab:red", zorder=3, label="(confidence, accuracy)")  # fmt: skip
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=label, xlabel="confidence", ylabel="accuracy")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_png)

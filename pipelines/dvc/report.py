@@ -1,13 +1,17 @@
 """`python -m pipelines report`: every configuration of the comparison side by side.
 
 The DVC `report` stage. Reads the `compare` section of params.yaml, each run's metrics JSON
-(`reports/evaluate/<config>-seed<k>.json`) and training history (`models/<run>/history.json`)
-and writes into `--out` (`reports/`), each file atomically:
-- `report.md`: the table, mean ± std over seeds;
+and per-example predictions (`reports/evaluate/<config>/seed<k>.json`, `.predictions.npz`)
+and training history (`models/<config>/seed<k>/history.json`) and writes into `--out`
+(`reports/`), each file atomically:
+- `report.md`: the table (mean with its 95 % t CI over seeds, calibration and diversity),
+  then every configuration against `compare.baseline` with its verdict
+  (pipelines.common.verdicts) and a headline that names a winner only when the test does;
 - `report/summary.json`: the same numbers as DVC metrics (`dvc metrics show/diff`);
 - `report/plots/accuracy_vs_macs.png`: every configuration's k-of-S prefix curve plus the
   S=1 width curve, i.e. width against number of networks; `report/plots/learning_curves.png`
-  (validation accuracy per member and ensemble) and `report/plots/train_loss.png`;
+  (validation accuracy per member and ensemble), `report/plots/train_loss.png` and
+  `report/plots/reliability.png` (the ensemble's reliability diagram per configuration);
 - `report/curves/<config>.json`: mean learning curves as DVC data plots.
 """
 
@@ -20,11 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dnc.config import ConfigError
+from dnc.evaluation.predictions import predictions_path, read_predictions
 from dnc.io import write_text
+from pipelines.common import verdicts
 from pipelines.common.format import si
 from pipelines.common.machine import platform_line
-from pipelines.dvc.matrix import Comparison, load_comparison, run_name
+from pipelines.common.stats import mean_ci
+from pipelines.dvc.matrix import Comparison, load_comparison, metrics_path, model_dir
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class Run:
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     params: dict[str, Any]  # what training actually used (models/<run>/params.json)
+    correct: np.ndarray  # (N,) bool: the ensemble's per-example test correctness
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -51,12 +61,19 @@ def load_runs(comparison: Comparison, metrics_dir: Path, models_dir: Path) -> li
     """Every run of the comparison; the first missing or broken file raises."""
     runs = []
     for config, seed in comparison.runs():
-        name = run_name(config, seed)
-        metrics = _read_json(Path(metrics_dir) / f"{name}.json", "metrics")
-        history = _read_json(Path(models_dir) / name / "history.json", "training history")
-        params = _read_json(Path(models_dir) / name / "params.json", "training params")
-        runs.append(Run(config, seed, metrics, history, params))
+        path = metrics_path(metrics_dir, config, seed)
+        run_dir = model_dir(models_dir, config, seed)
+        metrics = _read_json(path, "metrics")
+        history = _read_json(run_dir / "history.json", "training history")
+        params = _read_json(run_dir / "params.json", "training params")
+        correct = read_predictions(predictions_path(path)).correct()
+        runs.append(Run(config, seed, metrics, history, params, correct))
     return runs
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.fmean(values) if values else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -80,6 +97,8 @@ def summarise(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, An
         mine = [r for r in runs if r.config == config]
         first = mine[0].metrics
         acc = mean_std([r.metrics["ensemble"]["acc"] for r in mine])
+        ci = mean_ci([r.metrics["ensemble"]["acc"] for r in mine])
+        ensembles = [r.metrics["ensemble"] for r in mine]
         members = [statistics.fmean(m["acc"] for m in r.metrics["members"]) for r in mine]
         curve = []
         for i, row in enumerate(first["curve"]):  # k-of-S prefixes (or depths): mean over seeds
@@ -97,6 +116,11 @@ def summarise(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, An
             "macs": first["ensemble"]["macs"],
             "acc_mean": acc[0],
             "acc_std": acc[1],
+            "acc_ci": None if ci.low is None else [ci.low, ci.high],
+            **{
+                f"{k}_mean": _mean_of(ensembles, k)
+                for k in ("ece", "brier", "disagreement", "mutual_info")
+            },  # fmt: skip
             "member_acc_mean": statistics.fmean(members),
             "nll_mean": statistics.fmean(r.metrics["ensemble"]["nll"] for r in mine),
             "seeds": [r.seed for r in mine],
@@ -147,8 +171,19 @@ def label(config: str, s: dict[str, Any]) -> str:
     return f"{config}: {shape} x w{s['member_width']:g} (of {s['width']:g})"
 
 
-def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
-    """The comparison table (sorted by MACs) with a line saying what was run."""
+def _opt(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _acc_ci(s: dict[str, Any]) -> str:
+    ci = s["acc_ci"]
+    return f"{s['acc_mean']:.2f} [{'n/a' if ci is None else f'{ci[0]:.2f}, {ci[1]:.2f}'}]"
+
+
+def markdown(
+    summary: dict[str, dict[str, Any]], runs: list[Run], judged: dict[str, Any] | None
+) -> str:
+    """The comparison table (sorted by MACs), then the verdicts against the baseline."""
     p = runs[0].params
     seeds = sorted({r.seed for r in runs})
     n_test = runs[0].metrics.get("num_test", "?")
@@ -157,15 +192,17 @@ def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
         "",
         f"{p['data']['dataset']}, {p['model']['name']}, {p['train']['epochs']} epochs on "
         f"{p['data']['train_size'] or 'all'} training images, {n_test} test images; "
-        f"mean ± sample std over seeds {seeds} (n={len(seeds)}). MACs = multiply-adds per "
-        "image summed over members; k=1 = the first member alone.",
+        f"mean [95 % Student-t CI] over seeds {seeds} (n={len(seeds)}). MACs = multiply-adds "
+        "per image summed over members; k=1 = the first member alone. ECE: 15 equal-width "
+        "bins; Brier: summed over classes (0-2); disagreement and mutual information (nats): "
+        "among the members (S > 1).",
         "",
         f"Computed on {platform_line()} (CPU results repeat on one machine, not across CPU "
         "models).",
         "",
-        "| config | S | width (member) | params | MACs | test acc % | mean member acc % "
-        "| k=1 acc % | NLL | latency ms (batch) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| config | S | width (member) | params | MACs | test acc % [95 % CI] "
+        "| mean member acc % | k=1 acc % | NLL | ECE | Brier | disagree | MI | latency ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config, s in sorted(summary.items(), key=lambda kv: (kv[1]["macs"], kv[0])):
         k1 = s["curve"][0]
@@ -173,12 +210,60 @@ def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
         lines.append(
             f"| {config} | {s['split_factor'] or s['method']} | {s['width']:g} "
             f"({s['member_width']:g}) | {si(s['params'])} | {si(s['macs'])} | "
-            f"**{s['acc_mean']:.2f} ± {s['acc_std']:.2f}** | {s['member_acc_mean']:.2f} | "
-            f"{k1['acc_mean']:.2f} ± {k1['acc_std']:.2f} | {s['nll_mean']:.4f} | {latency} |"
+            f"**{_acc_ci(s)}** | {s['member_acc_mean']:.2f} | "
+            f"{k1['acc_mean']:.2f} ± {k1['acc_std']:.2f} | {s['nll_mean']:.4f} | "
+            f"{_opt(s['ece_mean'], '{:.4f}')} | {_opt(s['brier_mean'], '{:.4f}')} | "
+            f"{_opt(s['disagreement_mean'], '{:.3f}')} | {_opt(s['mutual_info_mean'], '{:.4f}')}"
+            f" | {latency} |"
         )
-    best = max(summary, key=lambda c: summary[c]["acc_mean"])
-    lines += ["", f"Best test accuracy: **{label(best, summary[best])}**.", ""]
+    lines += ["", "## Against the baseline", ""]
+    if judged is None:
+        lines += [
+            "No baseline (`compare.baseline`, or an undivided S=1 configuration at the base "
+            "width): no verdicts, and no configuration is called better.",
+            "",
+        ]
+        return "\n".join(lines)
+    lines += [
+        f"Baseline **{judged['baseline']}**. Verdict at alpha = {judged['alpha']:g} from "
+        "McNemar's exact test on the per-example test predictions, the discordant counts "
+        "pooled over seeds (paired seed k with seed k); the paired difference over seeds and "
+        "its t CI are shown beside it: a 'better' whose CI spans 0 rests on this test set, "
+        "not on replication across seeds. No correction for the several rows.",
+        "",
+        judged["table"],
+        f"**{judged['headline']}**",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def judge(comparison: Comparison, runs: list[Run]) -> dict[str, Any] | None:
+    """Every configuration against `comparison.baseline` (None without one)."""
+    if comparison.baseline is None:
+        return None
+    correct = {c: {r.seed: r.correct for r in runs if r.config == c} for c in comparison.configs}
+    rows = verdicts.verdicts(correct, comparison.baseline)
+    return {
+        **verdicts.summary(rows, comparison.baseline),
+        "table": verdicts.table(rows, comparison.baseline),
+    }
+
+
+def reliability_bins(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, Any]]:
+    """Per configuration: its ensemble's reliability bins, counts and sums over seeds."""
+    out = {}
+    for config in comparison.configs:
+        rel = [r.metrics["ensemble"].get("reliability") for r in runs if r.config == config]
+        if not rel or any(b is None for b in rel):
+            continue
+        count = np.sum([b["count"] for b in rel], axis=0)
+        safe = np.maximum(count, 1)
+        conf = np.sum([np.multiply(b["confidence"], b["count"]) for b in rel], axis=0) / safe
+        acc = np.sum([np.multiply(b["accuracy"], b["count"]) for b in rel], axis=0) / safe
+        out[config] = {"edges": rel[0]["edges"], "count": count.tolist(),
+                       "confidence": conf.tolist(), "accuracy": acc.tolist()}  # fmt: skip
+    return out
 
 
 def macs_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -254,18 +339,29 @@ def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path
         rows = [{"epoch": x, "val_ensemble_acc": y, "val_ensemble_acc_std": s}
                 for x, y, s in zip(xs, ys, std, strict=True)]  # fmt: skip
         write_text(json.dumps(rows, indent=1) + "\n", out_dir / "curves" / f"{config}.json")
-    write_text(json.dumps(summary, indent=2) + "\n", out_dir / "summary.json")
+    bins = reliability_bins(comparison, runs)
+    if bins:
+        plots.reliability_diagram(
+            bins, out_dir / "plots" / "reliability.png",
+            f"{dataset}: reliability of the ensemble (test, all seeds)",
+        )  # fmt: skip
+    judged = judge(comparison, runs)
+    verdict_json = {k: v for k, v in (judged or {}).items() if k != "table"}
+    write_text(json.dumps({**summary, "verdicts": verdict_json}, indent=2) + "\n",
+               out_dir / "summary.json")  # fmt: skip
     budget = max(s["macs"] for s in summary.values())
-    write_text(
-        markdown(summary, runs) + "\n" + plan_section(metrics_dir, params_path, budget), table
-    )
-    return summary
+    plan = plan_section(metrics_dir, params_path, budget)
+    write_text(markdown(summary, runs, judged) + "\n" + plan, table)
+    return {**summary, "verdicts": verdict_json}
 
 
 def _run(args: argparse.Namespace) -> int:
     summary = report(Path(args.params), Path(args.metrics), Path(args.models), Path(args.out))
+    judged = summary.pop("verdicts")
     for config, s in summary.items():
-        print(f"{label(config, s):40s} {s['acc_mean']:6.2f} ± {s['acc_std']:.2f} %")
+        verdict = judged.get("rows", {}).get(config, {}).get("verdict", "")
+        print(f"{label(config, s):40s} {_acc_ci(s):24s} % {verdict}")
+    print(judged.get("headline") or "no baseline: no verdicts")
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0
 

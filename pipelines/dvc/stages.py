@@ -54,6 +54,48 @@ def run_evaluate(args: argparse.Namespace) -> dict:
     return {"ensemble_acc": metrics["ensemble"]["acc"]}
 
 
+def run_config(args: argparse.Namespace) -> dict:
+    """Train and evaluate every seed of configuration `--config` in this one process.
+
+    The DVC `run` stage: one process per configuration pays for importing torch and the
+    tracker once, not once per seed and stage. Writes `--models/seed<k>/` (the run dirs) and
+    `--metrics/seed<k>.json` with its `.predictions.npz`; returns each seed's accuracies.
+    """
+    from dnc.config import load_params
+    from pipelines.common.params import read_overrides
+    from pipelines.dvc.matrix import load_comparison
+    from pipelines.tracking import runner
+
+    overrides = read_overrides(args, matrix=True)  # checks the whole compare section first
+    seeds = load_comparison(args.params).seeds
+    runs = {k: load_params(args.params, {**overrides, "seed": k}) for k in seeds}  # all checked
+    out = {}
+    for seed, params in runs.items():
+        model_dir = Path(args.models) / f"seed{seed}"
+        data = args.data and Path(args.data)
+        result = runner.train(
+            params,
+            data,
+            model_dir,
+            entry_point="dvc",
+            config=args.config,
+            resume=not args.restart,
+        )
+        metrics = runner.evaluate(
+            params,
+            data,
+            model_dir,
+            Path(args.metrics) / f"seed{seed}.json",
+            entry_point="dvc",
+            config=args.config,
+        )
+        out[f"seed{seed}"] = {
+            "best_val_acc": result.state.best_value,
+            "ensemble_acc": metrics["ensemble"]["acc"],
+        }
+    return out
+
+
 def _print_result(args: argparse.Namespace) -> int:
     print(json.dumps(args.stage_func(args)))
     return 0
@@ -62,6 +104,8 @@ def _print_result(args: argparse.Namespace) -> int:
 EXTRA_HELP = {
     "--data": "prepared data folder (default: prepare in memory)",
     "--model-dir": "the trained run dir to evaluate",
+    "--models": "writes MODELS/seed<k>/, one run dir per seed of compare.seeds",
+    "--metrics": "writes METRICS/seed<k>.json and seed<k>.predictions.npz",
 }
 
 
@@ -73,13 +117,17 @@ def add(parser: argparse.ArgumentParser) -> None:
         ("prepare", run_prepare, ()),
         ("train", run_train, ("--data",)),
         ("evaluate", run_evaluate, ("--data", "--model-dir")),
+        ("run", run_config, ("--data", "--models", "--metrics")),
     ):
-        p = inner.add_parser(name, help=func.__doc__, formatter_class=parser.formatter_class)
+        first = (func.__doc__ or "").splitlines()[0]
+        p = inner.add_parser(name, help=first, formatter_class=parser.formatter_class)
         add_params_options(p, config=name != "prepare")
         for flag in extra:
-            p.add_argument(flag, required=flag == "--model-dir", help=EXTRA_HELP[flag])
-        p.add_argument("--out", required=True, help="output folder (file for evaluate)")
-        if name == "train":
+            need = flag in ("--model-dir", "--models", "--metrics")
+            p.add_argument(flag, required=need, help=EXTRA_HELP[flag])
+        if name != "run":
+            p.add_argument("--out", required=True, help="output folder (file for evaluate)")
+        if name in ("train", "run"):
             p.add_argument("--restart", action="store_true", help="start over (see dnc train)")
         if name == "evaluate":
             p.add_argument(

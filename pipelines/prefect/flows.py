@@ -25,6 +25,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 
 from dnc import stages
 from dnc.config import ConfigError, Params, load_params
+from dnc.evaluation.predictions import predictions_path
 from pipelines.common import workers
 from pipelines.common.errors import one_line
 from pipelines.prefect.tasks import (
@@ -201,4 +202,6 @@ def summary(
         "macs": ens["macs"],
         "run_dir": str(paths.run),
         "data_dir": str(paths.data),
+        "seed": params.seed,
+        "predictions": str(predictions_path(paths.metrics)),  # the sweep's paired tests
     }

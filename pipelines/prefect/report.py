@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.common import verdicts
 from pipelines.common.format import si
 
 
@@ -58,8 +59,25 @@ def experiment_table(label: str, metrics: dict[str, Any], flops: dict[str, Any])
     return "\n".join(lines)
 
 
+def sweep_verdicts(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Every sweep point against the first undivided one (S = 1), on its predictions; None
+    when no point is undivided or a point has no predictions file."""
+    from dnc.evaluation.predictions import read_predictions
+
+    baseline = next((r["label"] for r in rows if r.get("split.factor") == 1), None)
+    if baseline is None or not all(r.get("predictions") for r in rows):
+        return None
+    correct = {
+        r["label"]: {int(r.get("seed", 0)): read_predictions(r["predictions"]).correct()}
+        for r in rows
+    }
+    judged = verdicts.verdicts(correct, baseline)
+    return {**verdicts.summary(judged, baseline), "table": verdicts.table(judged, baseline)}
+
+
 def comparison_table(rows: list[dict[str, Any]]) -> str:
-    """One line per sweep configuration (its swept values), best ensemble accuracy first."""
+    """One line per sweep configuration (its swept values), then each against the undivided
+    point with its verdict (pipelines.common.verdicts); no row is called best otherwise."""
     keys = list(dict.fromkeys(k for r in rows for k in r["point"]))
     lines = [
         "### dnc-sweep",
@@ -67,10 +85,23 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
         "| " + " | ".join(keys) + " | ensemble acc % | best member acc % | params | MACs | run |",
         "|" + "---:|" * (len(keys) + 4) + "---|",
     ]
-    for r in sorted(rows, key=lambda r: -r["ensemble_acc"]):
+    for r in sorted(rows, key=lambda r: (r["macs"], r["label"])):
         swept = " | ".join(str(r["point"].get(k, "")) for k in keys)
         lines.append(
             f"| {swept} | {r['ensemble_acc']:.2f} | {r['best_member_acc']:.2f} "
             f"| {si(r['params'])} | {si(r['macs'])} | {r['label']} |"
         )
+    judged = sweep_verdicts(rows)
+    if judged is None:
+        lines += ["", "No undivided (S = 1) point to test against: no verdicts."]
+    else:
+        lines += [
+            "",
+            f"Against **{judged['baseline']}** (one seed per point: no seed CI; McNemar's "
+            f"exact test on the test predictions, alpha = {judged['alpha']:g}):",
+            "",
+            judged["table"].rstrip("\n"),
+            "",
+            f"**{judged['headline']}**",
+        ]
     return "\n".join(lines) + "\n"

@@ -168,7 +168,7 @@ def plan(
 
 def runs_from_metrics(folder: Path, target: str) -> list[Run]:
     """Runs from the evaluate stage's metrics JSONs (SplitNet runs; others are skipped)."""
-    files = sorted(Path(folder).glob("*.json"))
+    files = sorted(Path(folder).rglob("*.json"))  # reports/evaluate/<config>/seed<k>.json
     if not files:
         raise ConfigError(f"--runs {folder}: no metrics JSON files")
     runs = []

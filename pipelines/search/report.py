@@ -54,6 +54,58 @@ def trial_row(trial: FrozenTrial, space: SearchConfig) -> dict[str, Any]:
     }
 
 
+WD_KEYS = ("split.factor", "train.weight_decay", "split.divide_weight_decay")
+
+
+def best_per_split(rows: list[dict[str, Any]], base: Params) -> list[dict[str, Any]]:
+    """Per split factor S: the completed trial with the best validation accuracy and the
+    weight decay it trained with (searched, else the base params'), base and effective.
+
+    The counter-claim (Ruben et al. 2025) is that one wide net wins once weight decay is
+    tuned per S; this table is where a study shows the tuned value for every S.
+    """
+    from dnc.models import divide_weight_decay
+
+    flat = base.flat()
+
+    def value(row: dict[str, Any], key: str) -> Any:
+        return flat[key] if row.get(key) is None else row[key]  # not searched: the base's
+
+    done = [r for r in rows if r["state"] == "COMPLETE" and r["val_acc"] is not None]
+    out = []
+    for split in sorted({value(r, "split.factor") for r in done}):
+        mine = [r for r in done if value(r, "split.factor") == split]
+        top = max(mine, key=lambda r: r["val_acc"])
+        wd, rule = value(top, "train.weight_decay"), value(top, "split.divide_weight_decay")
+        out.append(
+            {
+                "split.factor": split,
+                "trial": top["trial"],
+                "val_acc": top["val_acc"],
+                "trials": len(mine),
+                "train.weight_decay": wd,
+                "split.divide_weight_decay": rule,
+                "effective_weight_decay": divide_weight_decay(wd, int(split), rule),
+            }
+        )
+    return out
+
+
+def per_split_table(best: list[dict[str, Any]]) -> str:
+    """Markdown of `best_per_split`: validation accuracy of single trials, not a test verdict."""
+    cols = ["split.factor", "trials", "trial", "val_acc", *WD_KEYS[1:], "effective_weight_decay"]
+    lines = [
+        "",
+        "## Best weight decay per S (validation accuracy, one trial each: no test verdict; "
+        "rerun the winners over seeds with `compare:` for one)",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in best]
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -167,7 +219,10 @@ def write_reports(
         "summary": out_dir / "summary.json",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    files["table"].write_text(markdown_table(rows, keys, best_numbers))
+    per_split = best_per_split(rows, base)
+    files["table"].write_text(
+        markdown_table(rows, keys, best_numbers) + per_split_table(per_split)
+    )
     title = f"{study.study_name} ({'best' if search.mode == 'single' else 'Pareto front'})"
     plot_accuracy_vs_macs(rows, best_numbers, files["plot"], title, search.budget.macs)
     files["best"].write_text(best_text(best, fixed, study.study_name, params_path))
@@ -183,6 +238,7 @@ def write_reports(
             }
             for t in best
         ],
+        "best_per_split": per_split,
         "files": {k: str(v) for k, v in files.items()},
         "trials": rows,
     }

@@ -52,6 +52,10 @@ def run_row(run: Any) -> dict[str, Any]:
         kind, key = where.split(".", 1)
         row[header] = sources[kind].get(key)
     row["curve"] = run_curve(run.data.metrics, run.data.tags)
+    # What identifies the configuration: every param but the seed (seeds are its replicates).
+    row["config"] = json.dumps({k: v for k, v in run.data.params.items() if k != "seed"},
+                               sort_keys=True)  # fmt: skip
+    row["seed"] = int(run.data.params.get("seed", 0))
     return row
 
 
@@ -158,25 +162,98 @@ def plot_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return points
 
 
-def compare(experiment: str, out_dir: Path, uri: str | None = None) -> dict[str, Any]:
+def config_names(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """A readable name per configuration: its first run's name (+ `#i` when repeated)."""
+    names: dict[str, str] = {}
+    for row in rows:
+        if row["config"] not in names:
+            base = str(row["run"]).rsplit("-seed", 1)[0]
+            taken = sum(n.split("#")[0] == base for n in names.values())
+            names[row["config"]] = base if not taken else f"{base}#{taken + 1}"
+    return names
+
+
+def default_baseline(rows: list[dict[str, Any]], names: dict[str, str]) -> str | None:
+    """The undivided (S = 1) splitnet configuration with the most MACs: the equal budget."""
+    undivided = [r for r in rows if str(r["S"]) == "1" and r["method"] in (None, "splitnet")]
+    if not undivided:
+        return None
+    return names[max(undivided, key=lambda r: r["MACs"] or 0.0)["config"]]
+
+
+def verdict_section(
+    rows: list[dict[str, Any]], store: Any, baseline: str | None, tmp: Path
+) -> tuple[str, dict[str, Any] | None]:
+    """Configurations (runs grouped over seeds) against `baseline`, on each run's
+    predictions artifact; runs without one are left out of the test (and named)."""
+    from dnc.evaluation.predictions import read_predictions
+    from pipelines.common import verdicts
+    from pipelines.tracking.mlflow_run import PREDICTIONS_ARTIFACT
+
+    names = config_names(rows)
+    baseline = baseline or default_baseline(rows, names)
+    if baseline is not None and baseline not in names.values():
+        known = ", ".join(dict.fromkeys(names.values()))
+        raise ConfigError(f"--baseline {baseline}: no such configuration (known: {known})")
+    correct: dict[str, dict[int, Any]] = {}
+    missing = []
+    for row in rows:
+        try:
+            local = store.client.download_artifacts(row["run id"], PREDICTIONS_ARTIFACT, str(tmp))
+            path = next(Path(local).glob("*.predictions.npz"))
+        except Exception:  # noqa: BLE001  (MlflowException, OSError, StopIteration): no artifact
+            missing.append(str(row["run"]))
+            continue
+        correct.setdefault(names[row["config"]], {})[row["seed"]] = read_predictions(
+            path
+        ).correct()
+    if baseline is None or baseline not in correct:
+        return "\nNo undivided (S = 1) baseline with predictions: no verdicts.\n", None
+    base_seeds = set(correct[baseline])
+    usable = {n: c for n, c in correct.items() if set(c) == base_seeds}
+    judged = verdicts.verdicts(usable, baseline)
+    text = (
+        f"\n## Against the baseline {baseline}\n\n{verdicts.table(judged, baseline)}\n"
+        f"**{verdicts.headline(judged, baseline)}**\n"
+    )
+    skipped = sorted(set(correct) - set(usable))
+    if skipped or missing:
+        text += (
+            "\nNot tested (seeds differ from the baseline's, or no predictions): "
+            + ", ".join(skipped + missing)
+            + "\n"
+        )
+    return text, verdicts.summary(judged, baseline)
+
+
+def compare(
+    experiment: str, out_dir: Path, uri: str | None = None, baseline: str | None = None
+) -> dict[str, Any]:
     """Write compare.md, compare.json and accuracy_vs_macs.png for `experiment`."""
+    import tempfile
+
     from pipelines.dvc.plots import accuracy_vs_macs  # matplotlib: only when plotting
+    from pipelines.tracking.store import Store
 
     rows = collect_rows(experiment, uri)
     if not rows:
         raise ConfigError(f"--experiment {experiment}: no evaluated runs (test/ensemble/acc)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        section, judged = verdict_section(rows, Store.connect(uri), baseline, Path(tmp))
+    table = markdown_table(rows) + section
     (out_dir / "compare.md").write_text(f"# Experiment `{experiment}`\n\n{table}")
-    (out_dir / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / "compare.json").write_text(
+        json.dumps({"runs": rows, "verdicts": judged}, indent=2) + "\n"
+    )
     title = f"{experiment}: test accuracy vs MACs per configuration (k-of-S prefixes / depths)"
     png = accuracy_vs_macs(plot_rows(rows), out_dir / "accuracy_vs_macs.png", title)
     return {"rows": rows, "table": table, "png": png}
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = compare(args.experiment, Path(args.out), args.tracking_uri)
+    out = compare(args.experiment, Path(args.out), args.tracking_uri, args.baseline)
     print(out["table"], end="")
     print(f"wrote {args.out}/compare.md, compare.json, {out['png'].name}")
     return 0
@@ -190,6 +267,12 @@ def add(p: argparse.ArgumentParser) -> None:
         help="MLflow experiment name (default: $MLFLOW_EXPERIMENT_NAME or dnc)",
     )
     p.add_argument("--out", default="reports/compare", help="folder for md/json/png")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="configuration every other is tested against (default: the undivided S=1 "
+        "splitnet configuration with the most MACs)",
+    )
     p.add_argument(
         "--tracking-uri",
         default=None,

@@ -26,11 +26,14 @@ import mlflow
 from mlflow.tracking._tracking_service import utils as mlflow_uri_state
 
 from dnc.config import Params
+from dnc.evaluation.predictions import predictions_path
 from dnc.io import write_json
 from dnc.train import checkpoint
 from dnc.train.engine import FitResult, TrainState
 from pipelines.tracking import logged_model, schema
 from pipelines.tracking.store import Store, TrackingError, tracking_uri
+
+PREDICTIONS_ARTIFACT = "predictions"  # artifact folder of <run>.predictions.npz
 
 
 @contextlib.contextmanager
@@ -216,6 +219,9 @@ def log_evaluation(
         store.log(run_id, epochs={step: schema.final_metrics(metrics)}, tags=tags)
         store.client.log_dict(run_id, params.model_dump(mode="json"), "config/params.yaml")
         store.client.log_artifact(run_id, str(out_path), "metrics")
+        preds = predictions_path(out_path)
+        if preds.is_file():  # per-example predictions: `pipelines compare` tests pairs on them
+            store.client.log_artifact(run_id, str(preds), PREDICTIONS_ARTIFACT)
         for plot in sorted(out_path.parent.glob("*.png")) + sorted(out_path.parent.glob("*.svg")):
             store.client.log_artifact(run_id, str(plot), "plots")
         if "curve" in metrics:
