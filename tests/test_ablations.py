@@ -42,7 +42,7 @@ def test_cot_weight_zero_loss_is_exactly_the_sum_of_cross_entropies():
 def _digits_cfg(**kw: object) -> DataConfig:
     fields = dict(dataset="digits", root=None, download=False, val_size=50, train_size=100,
                   test_size=50, image_size=None, augment="standard", random_erasing=0.5,
-                  num_workers=0)  # fmt: skip
+                  num_workers=0, split_seed=0)  # fmt: skip
     return DataConfig(**{**fields, **kw})
 
 
