@@ -26,7 +26,13 @@ def run_train(args: argparse.Namespace) -> dict:
     from pipelines.tracking import runner
 
     params = read_params(args, matrix=True)
-    result = runner.train(params, args.data and Path(args.data), Path(args.out), entry_point="dvc")
+    out = Path(args.out)
+    # `--out` is a persistent DVC output (dvc.yaml): after a kill, `dvc repro` resumes from
+    # its last.pt; a folder of other params (`dvc exp run -S ...`) is trained afresh.
+    resume = runner.resumable(out, params)
+    result = runner.train(
+        params, args.data and Path(args.data), out, entry_point="dvc", resume=resume
+    )
     return {"best_epoch": result.state.best_epoch, "best_val_acc": result.state.best_value}
 
 

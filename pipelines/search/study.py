@@ -30,6 +30,11 @@ from pipelines.search.storage import StudyLock, open_storage, quiet_experimental
 FINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+class TrialTakenOver(Exception):
+    """This worker's trial went stale (the worker was paused past the grace period) and was
+    failed and retried by another worker, which now owns its run dir and MLflow run."""
+
+
 def stable_seed(*parts: int | str) -> int:
     """`dnc.io.derive_seed` of `parts`, cut to 31 bits: Optuna's samplers seed numpy's
     RandomState, which takes seeds below 2**32."""
@@ -151,7 +156,7 @@ def open_study(
     name: str, base: Params, search: SearchConfig, setup: Callable[[optuna.Study], None]
 ) -> Study:
     """Create or load the study, check it is the same study, top up its slots and run
-    `setup` (e.g. the MLflow parent run), all under the study lock."""
+    `setup` (bookkeeping only: no training, no network call), all under the study lock."""
     lock = StudyLock(search.storage, name)
     with lock:  # also serialises creating the schema of a new database
         storage = open_storage(search)
@@ -179,10 +184,15 @@ def run_worker(
     goes stale and is retried here."""
     interval = study.search.heartbeat_interval
     waiting_since: float | None = None
+    taken_over: list[int] = []
 
     def take_slot(trial: optuna.Trial) -> Any:
-        study.lock.release()  # the slot is ours: let other workers take theirs
-        return objective(trial)
+        study.lock.release()  # the slot is ours: train without the lock
+        try:
+            return objective(trial)
+        except TrialTakenOver:
+            taken_over.append(trial.number)
+            raise
 
     while True:
         study.lock.acquire()
@@ -197,7 +207,12 @@ def run_worker(
             if waiting:
                 # Seeded per slot so a re-run of the study samples the same parameters.
                 seeded = study.load(stable_seed(study.name, "sampler", waiting[0].number))
-                seeded.optimize(take_slot, n_trials=1)
+                try:
+                    seeded.optimize(take_slot, n_trials=1, catch=(TrialTakenOver,))
+                except ValueError:  # Optuna cannot tell a trial that is already FAIL
+                    if not taken_over:
+                        raise
+                    print(f"trial {taken_over.pop()}: taken over by another worker; left to it")
                 waiting_since = None
                 continue
             if not any(t.state == TrialState.RUNNING for t in trials):
