@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -100,12 +101,20 @@ def _check_sqlite_writable(uri: str) -> None:
     if not database or database == ":memory:":
         return
     path = Path(database).absolute()
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: the SQLite store's folder does not exist")
-    writable = os.access(folder, os.W_OK | os.X_OK)
-    if not writable or (path.exists() and not os.access(path, os.W_OK)):
-        raise PermissionError(f"{path}: the SQLite store is not writable (read-only folder?)")
+    try:
+        _check_writable_folder(path.parent)
+        if path.exists():
+            open(path, "r+b").close()  # noqa: SIM115 (opened only to test the permission)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise PermissionError(f"{path}: the SQLite store cannot be written ({reason})") from None
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Create and remove a file in `folder`: `os.access` says yes to root on a read-only or
+    virtual file system."""
+    with tempfile.TemporaryFile(dir=folder, prefix=".dnc-write-test-"):
+        pass
 
 
 def _with_connect_timeout(uri: str, timeout: int) -> str:
@@ -124,13 +133,11 @@ def check_artifact_root(uri: str) -> None:
     raw = os.environ.get("DNC_ARTIFACT_ROOT")
     if not raw or uri.startswith(("http://", "https://", "databricks")):
         return
-    root = Path(raw)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise PermissionError("not writable")
+        Path(raw).mkdir(parents=True, exist_ok=True)
+        _check_writable_folder(Path(raw))
     except OSError as err:
-        reason = err.strerror or str(err)
+        reason = err.strerror or type(err).__name__
         raise ConfigError(f"DNC_ARTIFACT_ROOT={raw}: cannot create or write ({reason})") from None
 
 
