@@ -190,9 +190,10 @@ def run_worker(
         study.lock.release()  # the slot is ours: train without the lock
         try:
             return objective(trial)
-        except TrialTakenOver:
+        except TrialTakenOver as err:
             taken_over.append(trial.number)
-            raise
+            # As "pruned": Optuna logs a failed objective with its traceback, a pruned one not.
+            raise optuna.TrialPruned(str(err)) from None
 
     while True:
         study.lock.acquire()
@@ -208,7 +209,7 @@ def run_worker(
                 # Seeded per slot so a re-run of the study samples the same parameters.
                 seeded = study.load(stable_seed(study.name, "sampler", waiting[0].number))
                 try:
-                    seeded.optimize(take_slot, n_trials=1, catch=(TrialTakenOver,))
+                    seeded.optimize(take_slot, n_trials=1)
                 except ValueError:  # Optuna cannot tell a trial that is already FAIL
                     if not taken_over:
                         raise
