@@ -13,6 +13,7 @@ parameters, which then resumes from the trial's checkpoint.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -213,7 +214,8 @@ def run_worker(
                 except ValueError:  # Optuna cannot tell a trial that is already FAIL
                     if not taken_over:
                         raise
-                    print(f"trial {taken_over.pop()}: taken over by another worker; left to it")
+                    number = taken_over.pop()
+                    print(f"trial {number}: taken over by another worker", file=sys.stderr)
                 waiting_since = None
                 continue
             if not any(t.state == TrialState.RUNNING for t in trials):
