@@ -175,6 +175,16 @@ def open_study(
     return Study(name, storage, lock, base, search)
 
 
+def _run_slot(study: optuna.Study, take_slot: Callable, taken_over: list[int]) -> None:
+    """One trial; a trial taken over from this worker is left to its new owner."""
+    try:
+        study.optimize(take_slot, n_trials=1)
+    except ValueError:  # Optuna cannot tell a trial that is already FAIL
+        if not taken_over:
+            raise
+        print(f"trial {taken_over.pop()}: taken over by another worker", file=sys.stderr)
+
+
 def run_worker(
     study: Study,
     objective: Callable[[optuna.Trial], Any],
@@ -209,13 +219,7 @@ def run_worker(
             if waiting:
                 # Seeded per slot so a re-run of the study samples the same parameters.
                 seeded = study.load(stable_seed(study.name, "sampler", waiting[0].number))
-                try:
-                    seeded.optimize(take_slot, n_trials=1)
-                except ValueError:  # Optuna cannot tell a trial that is already FAIL
-                    if not taken_over:
-                        raise
-                    number = taken_over.pop()
-                    print(f"trial {number}: taken over by another worker", file=sys.stderr)
+                _run_slot(seeded, take_slot, taken_over)
                 waiting_since = None
                 continue
             if not any(t.state == TrialState.RUNNING for t in trials):
