@@ -8,6 +8,7 @@ that dnc creates in a database store keep their artifacts under `mlartifacts/<ex
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import tempfile
@@ -75,9 +76,11 @@ def _probe(uri: str, timeout: float) -> None:
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
     if scheme in ("http", "https"):
         name = urllib.parse.quote(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
-        api = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
+        base, headers = _basic_auth(uri)
+        api = f"{base.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
         try:
-            urllib.request.urlopen(api, timeout=timeout).close()
+            request = urllib.request.Request(api, headers=headers)
+            urllib.request.urlopen(request, timeout=timeout).close()
         except urllib.error.HTTPError:
             pass  # it answered (e.g. 404: no such experiment yet): MLflow says what is wrong
         except (OSError, TimeoutError) as err:
@@ -92,6 +95,22 @@ def _probe(uri: str, timeout: float) -> None:
             engine.dispose()
     elif scheme == "sqlite":
         _check_sqlite_writable(uri)
+
+
+def _basic_auth(uri: str) -> tuple[str, dict[str, str]]:
+    """The server URL without user info, and the basic-auth header MLflow would send (from
+    the URL's user info, else MLFLOW_TRACKING_USERNAME/PASSWORD): urllib cannot take
+    credentials inside the URL."""
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username or "") or os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = urllib.parse.unquote(parts.password or "") or os.environ.get(
+        "MLFLOW_TRACKING_PASSWORD", ""
+    )
+    base = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if not user:
+        return base, {}
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return base, {"Authorization": f"Basic {token}"}
 
 
 def _check_sqlite_writable(uri: str) -> None:
