@@ -138,7 +138,9 @@ def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
     stamps = epoch_timestamps(repo, run.info.run_id)
     assert sorted(stamps) == list(range(EPOCHS))
     assert all(len(v) == 1 for v in stamps.values()), stamps
-    for epoch in range(done_before_kill + 1):
+    # Epochs before the last checkpointed one were logged before the kill (that one may have
+    # been killed between its checkpoint and its log, and backfilled on resume).
+    for epoch in range(done_before_kill):
         assert stamps[epoch][0] < killed_at, (epoch, stamps)
     assert last_epoch(run_dir) == EPOCHS - 1
     assert {r.info.status for r in runs(repo)} == {"FINISHED"}
@@ -147,14 +149,23 @@ def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
 
 def test_evaluation_killed_while_logging_is_logged_again(repo: Path) -> None:
     metrics = repo / "reports" / "evaluate" / "base-seed0.json"
-    # The metrics file is written before the MLflow logging (model export: seconds) starts.
-    repro_killed_when(repo, "evaluate@base-0", metrics.is_file)
-    statuses = {r.info.status for r in runs(repo)}
-    if statuses != {"RUNNING"}:
-        pytest.skip(f"the kill missed the logging window (runs: {statuses})")
+
+    def logging() -> bool:
+        """The metrics file is written and the training's run reopened: logging is under way
+        (the model export alone takes seconds)."""
+        if not metrics.is_file():
+            return False
+        try:
+            return [r.info.status for r in runs(repo)] == ["RUNNING"]
+        except Exception:  # the store is busy
+            return False
+
+    repro_killed_when(repo, "evaluate@base-0", logging)
+    (run,) = runs(repo)
+    assert run.info.status == "RUNNING" and "dnc.model_uri" not in run.data.tags
     out = sh(repo, "dvc", "repro", "evaluate@base-0")
     assert "Running stage 'evaluate@base-0'" in out
     (run,) = runs(repo)
     assert run.info.status == "FINISHED"
-    assert "test/ensemble/acc" in run.data.metrics
+    assert "test/ensemble/acc" in run.data.metrics and "dnc.model_uri" in run.data.tags
     assert "up to date" in sh(repo, "dvc", "status", "evaluate@base-0")
