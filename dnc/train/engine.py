@@ -58,6 +58,9 @@ class Callback(Protocol):
 
     def on_fit_start(self, state: TrainState) -> None: ...
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None: ...
+    # Before an epoch's checkpoints are written: a callback may raise to keep them unwritten
+    # (e.g. a search worker whose trial another worker took over while it was paused).
+    def on_before_checkpoint(self, state: TrainState) -> None: ...
     def on_fit_end(self, state: TrainState, result: FitResult) -> None: ...
     def on_fit_error(self, state: TrainState, error: BaseException) -> None: ...
 
@@ -309,6 +312,7 @@ def fit(
             value = metrics.get("val/ensemble/acc", float(epoch))
             metrics = {"epoch": float(epoch), **metrics}
             state.history.append(metrics)
+            events("on_before_checkpoint", state)
             improved = value > state.best_value or not has_val
             if improved:
                 state.best_value, state.best_epoch = value, epoch

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 
 from dnc.config import ConfigError
+from pipelines.common.redact import redact
 
 USAGE_EXIT = 2
 
@@ -35,10 +36,11 @@ def is_user_error(err: BaseException) -> bool:
 
 
 def one_line(err: BaseException) -> str:
-    """`error: <message>`, the first line of it; the exception's name if it has no message."""
-    text = str(err).strip()
+    """`error: <message>`, the first line of it; the exception's name if it has no message.
+    Credentials (a tracking or storage URL's password) are masked."""
+    text = redact(str(err)).strip()
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
-        text = f"{err.filename}: {err.strerror}"
+        text = redact(f"{err.filename}: {err.strerror}")
     return f"error: {text.splitlines()[0] if text else type(err).__name__}"
 
 
@@ -51,7 +53,7 @@ def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse
         if not is_user_error(err):
             raise
         if debug_enabled(args):
-            traceback.print_exc(file=sys.stderr)
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
         print(one_line(err), file=sys.stderr)
         return USAGE_EXIT
 

@@ -26,13 +26,17 @@ def run_train(args: argparse.Namespace) -> dict:
     from pipelines.tracking import runner
 
     params = read_params(args, matrix=True)
+    out = Path(args.out)
+    # `--out` is a persistent DVC output (dvc.yaml): after a kill, `dvc repro` resumes from
+    # its last.pt; a folder of other params (`dvc exp run -S ...`) is trained afresh.
+    resume = runner.resumable(out, params) and not args.restart
     result = runner.train(
         params,
         args.data and Path(args.data),
-        Path(args.out),
+        out,
         entry_point="dvc",
         config=args.config,
-        resume=not args.restart,
+        resume=resume,
     )
     return {"best_epoch": result.state.best_epoch, "best_val_acc": result.state.best_value}
 
@@ -73,13 +77,10 @@ def run_config(args: argparse.Namespace) -> dict:
     for seed, params in runs.items():
         model_dir = Path(args.models) / f"seed{seed}"
         data = args.data and Path(args.data)
+        # models/<config> is a persistent DVC output: a killed run resumes from last.pt.
+        resume = runner.resumable(model_dir, params) and not args.restart
         result = runner.train(
-            params,
-            data,
-            model_dir,
-            entry_point="dvc",
-            config=args.config,
-            resume=not args.restart,
+            params, data, model_dir, entry_point="dvc", config=args.config, resume=resume
         )
         metrics = runner.evaluate(
             params,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dnc.config import ConfigError, load_params, parse_set
+from pipelines.common.network import apply_network_timeout
 from pipelines.common.params import add_params_options, read_overrides
 
 # Before Prefect is imported: no telemetry, and a startup timeout that survives a busy machine
@@ -40,6 +41,7 @@ def run_experiment(args: argparse.Namespace) -> int:
 
     overrides = read_overrides(args)
     stages.check_params(load_params(args.params, overrides))  # fail before Prefect starts
+    apply_network_timeout()  # Prefect reads its request timeout when it is imported
     from pipelines.prefect.flows import experiment_flow
 
     out = experiment_flow(
@@ -55,6 +57,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Run flow dnc-sweep in this process; print its result."""
     overrides, grid = read_overrides(args), _grid(args.grid) or None
     from pipelines.common.workers import check_train_device, parse_devices
+
+    apply_network_timeout()
     from pipelines.prefect.flows import DEFAULT_GRID, expand_grid, sweep_flow
 
     devices = parse_devices(args.devices)
@@ -75,6 +79,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve prefect.yaml's deployments until interrupted."""
+    apply_network_timeout()
     from pipelines.prefect import deploy
 
     path = Path(args.prefect_yaml) if args.prefect_yaml else deploy.PREFECT_YAML

@@ -8,7 +8,6 @@ validation accuracy each epoch (pruning) and accounts the training compute.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from dnc.config import ConfigError, Params
 from dnc.train.engine import DivergenceError, TrainState
 from pipelines.search import ranks
 from pipelines.search.space import SearchConfig, inference_cost, over_budget
-from pipelines.search.study import stable_seed
+from pipelines.search.study import TrialTakenOver, stable_seed
 from pipelines.tracking import runner
 from pipelines.tracking.schema import read_run_ref
 
@@ -58,6 +58,12 @@ class TrialMonitor:
     def on_fit_start(self, state: TrainState) -> None:
         self._start = time.perf_counter()
 
+    def on_before_checkpoint(self, state: TrainState) -> None:
+        """Stop before writing if the trial is no longer ours (see `TrialTakenOver`)."""
+        current = self.trial.storage.get_trial(self.trial._trial_id).state
+        if current != TrialState.RUNNING:
+            raise TrialTakenOver(f"trial {self.trial.number} is {current.name} (taken over)")
+
     def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None:
         seen = metrics["train/images_per_s"] * metrics["train/epoch_time_s"]
         self.train_macs += (TRAIN_PASS_FACTOR * round(seen) + self.n_val) * self.macs
@@ -82,8 +88,7 @@ def _stop(trial: optuna.Trial, kind: str, reason: str) -> optuna.TrialPruned:
 def _resumable(run_dir: Path, params: Params) -> bool:
     """Resume a retried trial only from a checkpoint of these exact params; a stale run
     dir of other params (a deleted and re-created study) is removed."""
-    saved = run_dir / "params.json"
-    if saved.is_file() and json.loads(saved.read_text()) == params.model_dump(mode="json"):
+    if runner.resumable(run_dir, params):
         return True
     if run_dir.is_dir():
         shutil.rmtree(run_dir)
@@ -155,11 +160,20 @@ class Objective:
                 run_name=f"{self.study_name}/trial_{number}",
             )
         except DivergenceError as err:
+            self._record_run(trial, run_dir)
             raise _stop(trial, "diverged", str(err)) from None
-        finally:
-            if run_id := read_run_ref(run_dir).get("run_id"):
-                trial.set_user_attr("mlflow_run_id", run_id)
+        except TrialTakenOver:
+            raise  # the trial, its run dir and its MLflow run belong to another worker now
+        except BaseException:
+            self._record_run(trial, run_dir)
+            raise
+        self._record_run(trial, run_dir)
         trial.set_user_attr("best_epoch", result.state.best_epoch)
         trial.set_user_attr("resumed_from_epoch", result.resumed_from)
         acc = float(result.state.best_value)
         return acc if self.search.mode == "single" else (acc, float(macs))
+
+    @staticmethod
+    def _record_run(trial: optuna.Trial, run_dir: Path) -> None:
+        if run_id := read_run_ref(run_dir).get("run_id"):
+            trial.set_user_attr("mlflow_run_id", run_id)

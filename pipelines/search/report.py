@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import Params, load_params
 from dnc.io import write_json
+from pipelines.common.redact import redact
 from pipelines.search.space import SearchConfig
 from pipelines.search.study import final_trials
 
@@ -193,7 +194,7 @@ def best_text(
             f"(trained with seed {attrs.get('seed')})"
         )
         lines.append(dvc_command({**fixed, **t.params}))
-    return "\n".join(lines) + "\n"
+    return redact("\n".join(lines) + "\n")  # an overridden URL keeps its password out
 
 
 def write_reports(

@@ -88,14 +88,16 @@ def _storage_shown(url: str) -> str:
     return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
 
 
-def open_parent_run(study: optuna.Study, search: SearchConfig) -> str | None:
-    """The study's parent run (created once, its id kept in the study), RUNNING."""
+def open_parent_run(opened: Study, search: SearchConfig, known: str | None) -> str | None:
+    """The study's parent run (created once, its id kept in the study), RUNNING. The MLflow
+    calls run outside the study lock (a slow tracking server must not stall other workers);
+    only recording the id takes it, and a run created meanwhile by another worker wins."""
     tracker = get_tracker()
     if tracker is None:
         return None
     tags = {
         "dnc.entry_point": "optuna",
-        "dnc.study": study.study_name,
+        "dnc.study": opened.name,
         "dnc.search_mode": search.mode,
         "dnc.optuna_storage": _storage_shown(search.storage),
     }
@@ -104,11 +106,18 @@ def open_parent_run(study: optuna.Study, search: SearchConfig) -> str | None:
         for k, d in search.space.items()
     }
     params = {"search.mode": search.mode, **space}
-    known = study.user_attrs.get(PARENT_KEY)
-    run_id = tracker.open_study_run(study.study_name, tags, params, known)
-    if known is None:
-        study.set_user_attr(PARENT_KEY, run_id)
-    return run_id
+    run_id = tracker.open_study_run(opened.name, tags, params, known)
+    if known is not None:
+        return run_id
+    with opened.lock:  # bookkeeping only
+        study = opened.load()
+        theirs = study.user_attrs.get(PARENT_KEY)
+        if theirs is None:
+            study.set_user_attr(PARENT_KEY, run_id)
+    if theirs is None:
+        return run_id
+    tracker.discard_study_run(run_id)
+    return tracker.open_study_run(opened.name, tags, params, theirs)
 
 
 def close_parent_run(run_id: str | None, summary: dict[str, Any], files: list[Path]) -> None:
@@ -172,11 +181,12 @@ def _work(
     data_dir = Path(data_dir) if data_dir else Path("data/search") / study
     setup: dict[str, Any] = {}
 
-    def once(optuna_study: optuna.Study) -> None:  # under the study lock
+    def once(optuna_study: optuna.Study) -> None:  # under the study lock: no network here
         setup["n_val"] = prepare_data(base, data_dir, owned)
-        setup["parent"] = open_parent_run(optuna_study, search)
+        setup["parent"] = optuna_study.user_attrs.get(PARENT_KEY)
 
     opened = open_study(study, base, search, once, seeds)
+    setup["parent"] = open_parent_run(opened, search, setup["parent"])
     objective = Objective(
         study, base, search, data_dir, Path(models_dir), setup["n_val"], setup["parent"]
     )

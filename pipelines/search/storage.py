@@ -17,6 +17,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from dnc.config import ConfigError
 from dnc.io import derive_seed
+from pipelines.common.network import network_timeout
 from pipelines.search.space import SearchConfig
 
 
@@ -41,7 +42,11 @@ class StudyLock:
         self._held: Any = None
         self._thread_lock = threading.Lock()
         if self.url.get_backend_name() == "postgresql":
-            self._engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.NullPool)
+            self._engine = sqlalchemy.create_engine(
+                self.url,
+                poolclass=sqlalchemy.NullPool,
+                connect_args={"connect_timeout": network_timeout()},
+            )
 
     def acquire(self) -> None:
         backend, db = self.url.get_backend_name(), self.url.database
@@ -100,7 +105,12 @@ def open_storage(search: SearchConfig) -> RDBStorage:
     """RDB storage with heartbeats; a dead worker's trial is failed and queued again."""
     url = search.storage
     sqlite = url.startswith("sqlite")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}  # SQLite's lock wait
+    if not sqlite:
+        # A database that accepts the TCP connection but never answers must not hang a worker.
+        bounded = url.startswith(("postgresql", "mysql"))
+        connect = {"connect_timeout": network_timeout()} if bounded else {}
+        engine_kwargs = {"pool_pre_ping": True, "connect_args": connect}
     try:
         with quiet_experimental():
             return RDBStorage(

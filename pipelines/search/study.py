@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ from pipelines.search.space import SearchConfig, grid
 from pipelines.search.storage import StudyLock, open_storage, quiet_experimental
 
 FINAL = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class TrialTakenOver(Exception):
+    """This worker's trial went stale (the worker was paused past the grace period) and was
+    failed and retried by another worker, which now owns its run dir and MLflow run."""
 
 
 def stable_seed(*parts: int | str) -> int:
@@ -174,7 +180,7 @@ def open_study(
     seeds: Sequence[dict[str, Any]] = (),
 ) -> Study:
     """Create or load the study, check it is the same study, top up its slots and run
-    `setup` (e.g. the MLflow parent run), all under the study lock."""
+    `setup` (bookkeeping only: no training, no network call), all under the study lock."""
     lock = StudyLock(search.storage, name)
     with lock:  # also serialises creating the schema of a new database
         storage = open_storage(search)
@@ -194,6 +200,16 @@ def open_study(
     return Study(name, storage, lock, base, search)
 
 
+def _run_slot(study: optuna.Study, take_slot: Callable, taken_over: list[int]) -> None:
+    """One trial; a trial taken over from this worker is left to its new owner."""
+    try:
+        study.optimize(take_slot, n_trials=1)
+    except ValueError:  # Optuna cannot tell a trial that is already FAIL
+        if not taken_over:
+            raise
+        print(f"trial {taken_over.pop()}: taken over by another worker", file=sys.stderr)
+
+
 def run_worker(
     study: Study,
     objective: Callable[[optuna.Trial], Any],
@@ -204,10 +220,16 @@ def run_worker(
     goes stale and is retried here."""
     interval = study.search.heartbeat_interval
     waiting_since: float | None = None
+    taken_over: list[int] = []
 
     def take_slot(trial: optuna.Trial) -> Any:
-        study.lock.release()  # the slot is ours: let other workers take theirs
-        return objective(trial)
+        study.lock.release()  # the slot is ours: train without the lock
+        try:
+            return objective(trial)
+        except TrialTakenOver as err:
+            taken_over.append(trial.number)
+            # As "pruned": Optuna logs a failed objective with its traceback, a pruned one not.
+            raise optuna.TrialPruned(str(err)) from None
 
     while True:
         study.lock.acquire()
@@ -222,7 +244,7 @@ def run_worker(
             if waiting:
                 # Seeded per slot so a re-run of the study samples the same parameters.
                 seeded = study.load(stable_seed(study.name, "sampler", waiting[0].number))
-                seeded.optimize(take_slot, n_trials=1)
+                _run_slot(seeded, take_slot, taken_over)
                 waiting_since = None
                 continue
             if not any(t.state == TrialState.RUNNING for t in trials):

@@ -61,6 +61,9 @@ class Tracker(Protocol):
     ) -> None:
         """The study's summary metrics and reports; ended if `finished`."""
 
+    def discard_study_run(self, run_id: str) -> None:
+        """Remove a parent run that lost the race to another worker's."""
+
 
 def tracker_name() -> str | None:
     """The tracker `DNC_TRACKING` asks for (None: off); a setting error for anything else."""

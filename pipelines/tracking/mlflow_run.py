@@ -30,6 +30,7 @@ from dnc.evaluation.predictions import predictions_path
 from dnc.io import write_json
 from dnc.train import checkpoint
 from dnc.train.engine import FitResult, TrainState
+from pipelines.common.redact import public_uri, redact
 from pipelines.tracking import logged_model, schema
 from pipelines.tracking.store import Store, TrackingError, tracking_uri
 
@@ -55,9 +56,15 @@ def sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Errors after which another process owns the run (matched by name: no Optuna import here).
+HANDED_OVER = frozenset({"TrialTakenOver"})
+
+
 def write_run_ref(run_dir: Path, store: Store, run_id: str) -> None:
-    """`<run dir>/mlflow_run.json`: the run that evaluation (another process) continues."""
-    write_json({"run_id": run_id, "tracking_uri": store.uri}, Path(run_dir) / schema.RUN_REF)
+    """`<run dir>/mlflow_run.json`: the run that evaluation (another process) continues. The
+    store's URI is kept without its password: the run dir is a DVC output (cache, remote)."""
+    ref = {"run_id": run_id, "tracking_uri": public_uri(store.uri)}
+    write_json(ref, Path(run_dir) / schema.RUN_REF)
 
 
 def run_id_of(run_dir: Path) -> str | None:
@@ -95,7 +102,9 @@ class TrainingRun:
         self._warned = False
 
     def on_fit_start(self, state: TrainState) -> None:
-        previous = state.extra.get(schema.RUN_ID_KEY)
+        # The checkpoint's run, else the run dir's (a training killed before its first
+        # checkpoint, or restarted from scratch because its params changed).
+        previous = state.extra.get(schema.RUN_ID_KEY) or run_id_of(self.run_dir)
         if self.store.can_continue(previous, self.params):
             self.run_id = previous
             self.store.reopen(previous)
@@ -111,6 +120,8 @@ class TrainingRun:
             self.run_id = self.store.start_run(
                 self.params, tags, self.run_name, self.parent_run_id
             )
+            if previous:  # a killed training's run must not stay RUNNING for ever
+                self.store.supersede(previous, self.run_id)
             logged = set()
         # Epochs done before a resume that this run lacks (tracking was off, or params changed).
         self.store.log(self.run_id, epochs=_history_epochs(state.history, logged))
@@ -122,7 +133,9 @@ class TrainingRun:
             self.store.log(self.run_id, epochs={state.epoch: schema.epoch_metrics(metrics)})
         except Exception as err:  # a tracking hiccup must not cost the training
             if not self._warned:
-                warnings.warn(f"tracking: epoch {state.epoch} not logged: {err}", stacklevel=2)
+                warnings.warn(
+                    redact(f"tracking: epoch {state.epoch} not logged: {err}"), stacklevel=2
+                )
                 self._warned = True
 
     def on_fit_end(self, state: TrainState, result: FitResult) -> None:
@@ -146,7 +159,10 @@ class TrainingRun:
         self._ended = True
 
     def fail(self, error: BaseException) -> None:
-        """End the run KILLED/FAILED once (idempotent; never raises over `error`)."""
+        """End the run KILLED/FAILED once (idempotent; never raises over `error`). A run
+        handed over to another process (a search trial taken over) is left to it."""
+        if type(error).__name__ in HANDED_OVER:
+            self._ended = True
         if self.run_id and not self._ended:
             self._ended = True
             with contextlib.suppress(Exception):
@@ -278,7 +294,7 @@ def _log_model(
             example = logged_model.input_example(info)
             model = logged_model.log_classifier(classifier, example, name, fmt)
     except Exception as err:
-        reason = f"{type(err).__name__}: {err}"[:4000]
+        reason = redact(f"{type(err).__name__}: {err}")[:4000]
         warnings.warn(f"tracking: model not logged to run {run_id}: {reason}", stacklevel=2)
         store.log(run_id, tags={f"{schema.TAG}model_error": reason})
         return

@@ -59,3 +59,8 @@ class MLflowTracker:
             self.store.client.log_artifact(run_id, str(path), "search")
         if finished:
             self.store.end(run_id)
+
+    def discard_study_run(self, run_id: str) -> None:
+        """Delete a parent run created in parallel with another worker's (that one is kept)."""
+        self.store.client.set_terminated(run_id, "KILLED")
+        self.store.client.delete_run(run_id)

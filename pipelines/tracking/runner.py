@@ -8,6 +8,7 @@ environment says `DNC_TRACKING=off`; the tracker's library is imported only when
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,17 @@ from pipelines.tracking.base import get_tracker
 def prepare(params: Params, out_dir: Path) -> dict:
     """Dataset -> hashed tensors in `out_dir`."""
     return stages.prepare(params, Path(out_dir))
+
+
+def resumable(run_dir: Path, params: Params) -> bool:
+    """Whether `run_dir` holds a training of exactly these params to resume: a persistent
+    DVC output (or a retried search trial) keeps its `last.pt` across a kill, but a folder
+    trained with other params is retrained from scratch, not continued."""
+    saved = Path(run_dir) / "params.json"
+    try:
+        return json.loads(saved.read_text()) == params.model_dump(mode="json")
+    except (OSError, ValueError):  # none yet, or cut short by a kill
+        return False
 
 
 def train(

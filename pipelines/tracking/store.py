@@ -8,10 +8,13 @@ that dnc creates in a database store keep their artifacts under `mlartifacts/<ex
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from dnc.config import ConfigError, Params
+from pipelines.common.network import apply_network_timeout, network_timeout
+from pipelines.common.redact import redact
 from pipelines.tracking import schema
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -64,18 +69,23 @@ def _artifact_root(uri: str, experiment: str) -> str | None:
     return (root / safe).as_uri()
 
 
-def _probe(uri: str, timeout: float = 5.0) -> None:
-    """Fail in seconds on an unreachable server or database: MLflow itself retries for
-    ~100 s (database) or minutes (HTTP) before giving up."""
+def _probe(uri: str, timeout: float) -> None:
+    """Fail within `timeout` on a server or database that does not answer, through the API
+    the run will use (a server whose /health answers may still hang on its REST API): MLflow
+    itself retries for ~100 s (database) or minutes (HTTP) before giving up."""
     scheme = uri.split(":", 1)[0].split("+", 1)[0]
     if scheme in ("http", "https"):
+        name = urllib.parse.quote(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+        base, headers = _basic_auth(uri)
+        api = f"{base.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+            request = urllib.request.Request(api, headers=headers)
+            urllib.request.urlopen(request, timeout=timeout).close()
         except urllib.error.HTTPError:
-            pass  # it answered: MLflow will say what is wrong
-        except OSError as err:
-            reason = getattr(err, "reason", err)
-            raise ConnectionError(f"no answer from {uri} ({reason})") from None
+            pass  # it answered (e.g. 404: no such experiment yet): MLflow says what is wrong
+        except (OSError, TimeoutError) as err:
+            reason = getattr(err, "reason", err) or type(err).__name__
+            raise ConnectionError(f"no answer within {timeout:g} s ({reason})") from None
     elif scheme in ("postgresql", "mysql", "mssql"):
         args = {"connect_timeout": int(timeout)} if scheme != "mssql" else {}
         engine = sqlalchemy.create_engine(uri, connect_args=args)
@@ -83,6 +93,71 @@ def _probe(uri: str, timeout: float = 5.0) -> None:
             engine.connect().close()
         finally:
             engine.dispose()
+    elif scheme == "sqlite":
+        _check_sqlite_writable(uri)
+
+
+def _basic_auth(uri: str) -> tuple[str, dict[str, str]]:
+    """The server URL without user info, and the basic-auth header MLflow would send (from
+    the URL's user info, else MLFLOW_TRACKING_USERNAME/PASSWORD): urllib cannot take
+    credentials inside the URL."""
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username or "") or os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = urllib.parse.unquote(parts.password or "") or os.environ.get(
+        "MLFLOW_TRACKING_PASSWORD", ""
+    )
+    base = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if not user:
+        return base, {}
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return base, {"Authorization": f"Basic {token}"}
+
+
+def _check_sqlite_writable(uri: str) -> None:
+    """A SQLite store needs a writable file and folder (its journal lives beside it): fail
+    now, naming the path, instead of after MLflow's ~100 s of connection retries."""
+    database = sqlalchemy.engine.make_url(uri).database
+    if not database or database == ":memory:":
+        return
+    path = Path(database).absolute()
+    try:
+        _check_writable_folder(path.parent)
+        if path.exists():
+            open(path, "r+b").close()  # noqa: SIM115 (opened only to test the permission)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise PermissionError(f"{path}: the SQLite store cannot be written ({reason})") from None
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Create and remove a file in `folder`: `os.access` says yes to root on a read-only or
+    virtual file system."""
+    with tempfile.TemporaryFile(dir=folder, prefix=".dnc-write-test-"):
+        pass
+
+
+def _with_connect_timeout(uri: str, timeout: int) -> str:
+    """A PostgreSQL/MySQL URI with a connection timeout for MLflow's own engine."""
+    url = sqlalchemy.engine.make_url(uri)
+    if url.get_backend_name() not in ("postgresql", "mysql") or "connect_timeout" in url.query:
+        return uri
+    return url.update_query_dict({"connect_timeout": str(timeout)}).render_as_string(
+        hide_password=False
+    )
+
+
+def check_artifact_root(uri: str) -> None:
+    """An explicitly set `DNC_ARTIFACT_ROOT` must be a folder this process can write, checked
+    before any training (else the artifacts fail after all of it)."""
+    raw = os.environ.get("DNC_ARTIFACT_ROOT")
+    if not raw or uri.startswith(("http://", "https://", "databricks")):
+        return
+    try:
+        Path(raw).mkdir(parents=True, exist_ok=True)
+        _check_writable_folder(Path(raw))
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"DNC_ARTIFACT_ROOT={raw}: cannot create or write ({reason})") from None
 
 
 class Store:
@@ -90,19 +165,22 @@ class Store:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or tracking_uri()
-        self.client = MlflowClient(self.uri)
+        self.client = MlflowClient(_with_connect_timeout(self.uri, network_timeout()))
 
     @classmethod
     def connect(cls, uri: str | None = None) -> Store:
         """Open the store and check it answers (creates/migrates a SQLite file)."""
         uri = uri or tracking_uri()
+        timeout = apply_network_timeout()
+        check_artifact_root(uri)
         try:
-            _probe(uri)
+            _probe(uri, timeout)
             store = cls(uri)
             store.client.search_experiments(max_results=1)
         except SETTING_ERRORS as err:  # the URI is wrong or its store does not answer
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: {reason}") from None
+            # Never print a password: the URI and a driver's message may both hold it.
+            raise TrackingError(redact(f"MLFLOW_TRACKING_URI={uri}: {reason}")) from None
         return store
 
     def experiment_id(self, name: str | None = None, parent_run_id: str | None = None) -> str:
@@ -184,13 +262,23 @@ class Store:
         """Steps of the `epoch` metric already in the run."""
         return {m.step for m in self.client.get_metric_history(run_id, "epoch")}
 
+    def supersede(self, run_id: str, successor: str) -> None:
+        """End a run left RUNNING by a killed process KILLED, naming the run replacing it."""
+        try:
+            if self.client.get_run(run_id).info.status != "RUNNING":
+                return
+        except mlflow.exceptions.MlflowException:  # not in this store (or deleted)
+            return
+        self.log(run_id, tags={STOP_REASON: f"superseded by run {successor}"})
+        self.client.set_terminated(run_id, "KILLED")
+
     def end(self, run_id: str, error: BaseException | None = None) -> None:
         """FINISHED, KILLED (interrupted/pruned) or FAILED, with the error as a tag."""
         if error is None:
             self.client.set_terminated(run_id, "FINISHED")
             return
         killed = isinstance(error, KILLED_BY) or type(error).__name__ in KILLED_NAMES
-        reason = f"{type(error).__name__}: {error}"[:4000]
+        reason = redact(f"{type(error).__name__}: {error}")[:4000]
         with contextlib.suppress(Exception):  # the status below matters more than the tag
             self.log(run_id, tags={STOP_REASON: reason})
         self.client.set_terminated(run_id, "KILLED" if killed else "FAILED")
