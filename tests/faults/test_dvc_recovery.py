@@ -125,14 +125,14 @@ def epoch_timestamps(repo: Path, run_id: str) -> dict[int, list[float]]:
 
 
 def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
-    run_dir = repo / "models" / "base-seed0"
+    run_dir = repo / "models" / "base" / "seed0"
     killed_at = repro_killed_when(
-        repo, "train@base-0", lambda: 1 <= last_epoch(run_dir) < EPOCHS - 2
+        repo, "run@base", lambda: 1 <= last_epoch(run_dir) < EPOCHS - 2
     )
     done_before_kill = last_epoch(run_dir)
     assert done_before_kill >= 1  # the kill happened mid-training
-    out = sh(repo, "dvc", "repro", "train@base-0")
-    assert "Running stage 'train@base-0'" in out
+    out = sh(repo, "dvc", "repro", "run@base")
+    assert "Running stage 'run@base'" in out
     # Every epoch trained exactly once: those done before the kill were not trained again.
     (run,) = [r for r in runs(repo) if r.data.tags.get("dnc.entry_point") == "dvc"]
     stamps = epoch_timestamps(repo, run.info.run_id)
@@ -144,11 +144,11 @@ def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
         assert stamps[epoch][0] < killed_at, (epoch, stamps)
     assert last_epoch(run_dir) == EPOCHS - 1
     assert {r.info.status for r in runs(repo)} == {"FINISHED"}
-    assert "up to date" in sh(repo, "dvc", "status", "train@base-0")
+    assert "up to date" in sh(repo, "dvc", "status", "run@base")
 
 
 def test_evaluation_killed_while_logging_is_logged_again(repo: Path) -> None:
-    metrics = repo / "reports" / "evaluate" / "base-seed0.json"
+    metrics = repo / "reports" / "evaluate" / "base" / "seed0.json"
 
     def logging() -> bool:
         """The metrics file is written and the training's run reopened: logging is under way
@@ -160,12 +160,12 @@ def test_evaluation_killed_while_logging_is_logged_again(repo: Path) -> None:
         except Exception:  # the store is busy
             return False
 
-    repro_killed_when(repo, "evaluate@base-0", logging)
+    repro_killed_when(repo, "run@base", logging)
     (run,) = runs(repo)
     assert run.info.status == "RUNNING" and "dnc.model_uri" not in run.data.tags
-    out = sh(repo, "dvc", "repro", "evaluate@base-0")
-    assert "Running stage 'evaluate@base-0'" in out
+    out = sh(repo, "dvc", "repro", "run@base")
+    assert "Running stage 'run@base'" in out
     (run,) = runs(repo)
     assert run.info.status == "FINISHED"
     assert "test/ensemble/acc" in run.data.metrics and "dnc.model_uri" in run.data.tags
-    assert "up to date" in sh(repo, "dvc", "status", "evaluate@base-0")
+    assert "up to date" in sh(repo, "dvc", "status", "run@base")
