@@ -1,8 +1,15 @@
-"""Per-iteration learning-rate schedule: linear slow start, then cosine (paper recipe)."""
+"""Per-iteration learning-rate schedule: linear slow start, then cosine (paper recipe).
+
+Two ways to keep the cosine above `min_lr`: `blend` (dnc's default) rescales the cosine to
+end at `min_lr`; `clamp` is the reference code's `max(0.5 lr (1 + cos), min_lr)`, which only
+differs in the last few epochs (up to 2x lower there: the cosine reaches 1e-4 at ~epoch 294
+of 300) and is exact against `utils/lr_scheduler.py` (docs/reference.md).
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -10,16 +17,27 @@ from torch.optim.lr_scheduler import LambdaLR
 from dnc.config import TrainConfig
 
 
-def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Learning rate at optimiser step `step` (0-based)."""
+Floor = Literal["blend", "clamp"]
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: TrainConfig, floor: Floor = "blend") -> float:
+    """Learning rate at optimiser step `step` (0-based); `floor` as in the module docstring."""
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     total = cfg.epochs * steps_per_epoch
     if step < warmup:
-        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup
+        lr = cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warmup
+        return max(lr, cfg.min_lr) if floor == "clamp" else lr
     progress = (step - warmup) / max(1, total - warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+    cosine = 1 + math.cos(math.pi * min(progress, 1.0))
+    if floor == "clamp":
+        return max(0.5 * cfg.lr * cosine, cfg.min_lr)
+    if floor != "blend":
+        raise ValueError(f"unknown lr floor {floor!r}; use blend or clamp")
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * cosine
 
 
-def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> LambdaLR:
+def build_scheduler(
+    optimizer: Optimizer, cfg: TrainConfig, steps_per_epoch: int, floor: Floor = "blend"
+) -> LambdaLR:
     """LambdaLR stepping every iteration; the optimiser's base lr must be `cfg.lr`."""
-    return LambdaLR(optimizer, lambda step: lr_at(step, steps_per_epoch, cfg) / cfg.lr)
+    return LambdaLR(optimizer, lambda step: lr_at(step, steps_per_epoch, cfg, floor) / cfg.lr)

@@ -3,7 +3,14 @@
 Importing this package registers every variant; build one with `create_model(name, ...)`.
 """
 
-from dnc.models import resnet_cifar, resnext, small_cnn, wide_resnet  # noqa: F401  (registers)
+from dnc.models import (  # noqa: F401  (registers)
+    pyramidnet,
+    reference_resnet,
+    resnet_cifar,
+    resnext,
+    small_cnn,
+    wide_resnet,
+)
 from dnc.models.divide import divide_dropout, divide_weight_decay, member_config, split_width
 from dnc.models.registry import (
     FAMILIES,

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 from dnc.models.layers import round_channels
+from dnc.models.pyramidnet import pyramid_alpha
 from dnc.models.registry import FAMILIES, get_spec
 
 
@@ -46,6 +47,7 @@ WIDTH_RULES: dict[str, Callable[[float, int], float]] = {
     "resnet_cifar": _resnet_base_width,
     "resnext": _resnext_cardinality,
     "small_cnn": _cnn_channels,
+    "pyramidnet": pyramid_alpha,  # widening alpha / sqrt(S), unrounded (reference)
 }
 
 # How head dropout divides: "linear" = p / S (ResNet/WRN reference code), "sqrt" = p / sqrt(S)
@@ -55,6 +57,7 @@ DROPOUT_RULES: dict[str, str] = {
     "resnet_cifar": "linear",
     "resnext": "linear",
     "small_cnn": "linear",
+    "pyramidnet": "sqrt",  # dropout = ShakeDrop final p: 0.5 / sqrt(S) (reference)
 }
 
 WEIGHT_DECAY_RULES = ("none", "exp", "linear")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-FAMILIES = ("small_cnn", "wide_resnet", "resnet_cifar", "resnext")
+FAMILIES = ("small_cnn", "wide_resnet", "resnet_cifar", "resnext", "pyramidnet")
 
 Builder = Callable[..., nn.Module]
 
