@@ -16,7 +16,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from dnc.config import TrainConfig
 
-
 Floor = Literal["blend", "clamp"]
 
 

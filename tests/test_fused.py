@@ -22,6 +22,7 @@ TINY_VARIANTS = [
     ("wide_resnet10_2", 1, 8, 3),
     ("resnet20", 8, 8, 3),
     ("resnext11_4x4d", 4, 8, 3),
+    ("pyramidnet20", 8, 8, 3),
 ]
 BATCH = 4
 

@@ -13,13 +13,30 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dnc.config import DataConfig
+from dnc.data.autoaugment import per_sample_autoaugment
 from dnc.data.registry import DatasetInfo
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """Recipe switches beyond `augment: standard`; the defaults are dnc's original views.
+
+    autoaugment: AutoAugment (CIFAR-10 policy) per image after crop and flip (reference CIFAR
+    recipe). erasing_scale / erasing_ratio: the erased box's area fraction and aspect range;
+    the reference's cutout-like square is (0.0625, 0.1) / (0.99, 1.0) on CIFAR-100 and
+    (0.125, 0.2) / (0.99, 1.0) on CIFAR-10 (torchvision's default: (0.02, 0.33) / (0.3, 3.3)).
+    """
+
+    autoaugment: bool = False
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
 
 
 @contextmanager
@@ -90,11 +107,17 @@ def _boxes(
     return bh.gather(1, first)[:, 0], bw.gather(1, first)[:, 0], fits.any(dim=1)
 
 
-def random_erasing(images: Tensor, p: float, g: torch.Generator) -> Tensor:
-    """Zero a random rectangle (2-33 % of the area, aspect 0.3-3.3) with probability `p`."""
+def random_erasing(
+    images: Tensor,
+    p: float,
+    g: torch.Generator,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> Tensor:
+    """Zero a random rectangle (`scale` of the area, aspect `ratio`) with probability `p`."""
     n, _, h, w = images.shape
     dev = images.device
-    bh, bw, fits = _boxes(n, h, w, (0.02, 0.33), (0.3, 3.3), g, dev)
+    bh, bw, fits = _boxes(n, h, w, scale, ratio, g, dev)
     fits &= (bh < h) & (bw < w)  # torchvision never erases the whole image
     top = (torch.rand(n, generator=g, device=dev) * (h - bh + 1)).floor()
     left = (torch.rand(n, generator=g, device=dev) * (w - bw + 1)).floor()
@@ -137,9 +160,14 @@ class BatchViews:
     """
 
     def __init__(
-        self, info: DatasetInfo, cfg: DataConfig, num_views: int, train: bool = True
+        self,
+        info: DatasetInfo,
+        cfg: DataConfig,
+        num_views: int,
+        train: bool = True,
+        options: ViewOptions = ViewOptions(),
     ) -> None:
-        self.info, self.num_views = info, num_views
+        self.info, self.num_views, self.options = info, num_views, options
         self.augment = train and cfg.augment == "standard"
         self.erasing = cfg.random_erasing if self.augment else 0.0
         self._scale = 1.0 / (255.0 * torch.tensor(info.std))[:, None, None]  # (C, 1, 1)
@@ -160,11 +188,17 @@ class BatchViews:
         return x.view(self.num_views, len(images), *x.shape[1:])  # (V, B, C, H, W)
 
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
+        autoaugment = self.augment and self.options.autoaugment
         if self.augment and self.info.crop_padding > 0:
             x = random_pad_crop(x, self.info.crop_padding, g)  # on uint8: pads are black
-            x = self.normalize(random_hflip(x, g) if self.info.hflip else x)
+            x = random_hflip(x, g) if self.info.hflip else x
+            x = self.normalize(per_sample_autoaugment(x, g) if autoaugment else x)
         elif self.augment:
+            x = per_sample_autoaugment(x, g) if autoaugment else x
             x = random_resized_crop(self.normalize(x), self.info.hflip, g)
         else:
             x = self.normalize(x)
-        return random_erasing(x, self.erasing, g) if self.erasing > 0 else x
+        if self.erasing <= 0:
+            return x
+        scale, ratio = self.options.erasing_scale, self.options.erasing_ratio
+        return random_erasing(x, self.erasing, g, scale, ratio)

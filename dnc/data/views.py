@@ -29,7 +29,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dnc.config import DataConfig
-from dnc.data.augment import BatchViews
+from dnc.data.augment import BatchViews, ViewOptions
+from dnc.data.autoaugment import cifar10_policy
 from dnc.data.prepare import ImageSplit, PreparedData
 from dnc.data.registry import DatasetInfo
 from dnc.io import derive_seed
@@ -38,12 +39,15 @@ if TYPE_CHECKING:
     from torchvision.transforms import v2
 
 
-def build_transform(info: DatasetInfo, cfg: DataConfig, train: bool) -> v2.Transform:
+def build_transform(
+    info: DatasetInfo, cfg: DataConfig, train: bool, options: ViewOptions = ViewOptions()
+) -> v2.Transform:
     """Per-sample pipeline: uint8 (C, H, W) -> normalised float32 (C, H, W).
 
     `augment: standard` pads-and-crops (or random-resized-crops large images), mirrors where
-    the dataset allows it, and erases with probability `random_erasing` after normalisation;
-    `augment: none` and evaluation only normalise.
+    the dataset allows it, applies AutoAugment when `options` asks, and erases with
+    probability `random_erasing` after normalisation; `augment: none` and evaluation only
+    normalise.
     """
     from torchvision.transforms import v2  # importing torchvision takes ~3.5 s
 
@@ -55,9 +59,12 @@ def build_transform(info: DatasetInfo, cfg: DataConfig, train: bool) -> v2.Trans
         steps.append(v2.RandomResizedCrop(info.image_size, antialias=True))
     if augment and info.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if augment and options.autoaugment:
+        steps.append(cifar10_policy())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
     if augment and cfg.random_erasing > 0:
-        steps.append(v2.RandomErasing(p=cfg.random_erasing))
+        scale, ratio = options.erasing_scale, options.erasing_ratio
+        steps.append(v2.RandomErasing(p=cfg.random_erasing, scale=scale, ratio=ratio))
     return v2.Compose(steps)
 
 
@@ -181,9 +188,10 @@ def make_loaders(
     eval_batch_size: int,
     num_views: int,
     seed: int,
+    options: ViewOptions = ViewOptions(),
 ) -> Loaders:
     """Loaders over prepared data: `num_views` augmented views per training image."""
-    train_views = BatchViews(data.info, cfg, num_views, train=True)
+    train_views = BatchViews(data.info, cfg, num_views, train=True, options=options)
     eval_views = BatchViews(data.info, cfg, 1, train=False)
 
     def evaluation(split: ImageSplit) -> DataLoader:

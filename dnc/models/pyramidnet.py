@@ -19,6 +19,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnc.models.layers import Backbone, ClassifierHead, check_input_dims, conv1x1, conv3x3
@@ -82,7 +83,7 @@ class PyramidBottleneck(nn.Module):
         super().__init__()
         out_ch = planes * EXPANSION
         self.skippable = in_ch == out_ch and stride == 1
-        self.out_ch = out_ch
+        self.in_ch, self.out_ch = in_ch, out_ch
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = conv1x1(in_ch, planes)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -103,10 +104,13 @@ class PyramidBottleneck(nn.Module):
         out = self.conv3(self.relu(self.bn3(out)))
         out = self.shake_drop(self.bn4(out))
         shortcut = self.shortcut(x)
-        missing = self.out_ch - shortcut.shape[1]
+        missing = self.out_ch - self.in_ch
         if missing > 0:  # the trunk widened: the extra channels get a zero shortcut
-            pad = shortcut.new_zeros(shortcut.shape[0], missing, *shortcut.shape[2:])
-            shortcut = torch.cat([shortcut, pad], dim=1)  # (B, out_ch, H', W')
+            # Padded per member: a packed input (dnc.packed) holds G members' channels side by
+            # side, (B, G * in_ch, H, W); G = 1 for a plain member (the reference's concat).
+            groups = shortcut.shape[1] // self.in_ch
+            shortcut = shortcut.unflatten(1, (groups, self.in_ch))  # (B, G, in_ch, H', W')
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, missing)).flatten(1, 2)  # (B, G*out_ch, ..)
         return out + shortcut
 
 
