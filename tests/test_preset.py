@@ -22,7 +22,11 @@ def test_preset_gives_the_paper_recipe(tmp_path, name, capsys) -> None:
     args = ["preset", name, "--params", str(params), "--presets-dir", str(ROOT / "presets")]
     assert main([*args, "--set", "data.root=/data/cifar"]) == 0
     p = load_params(params)
-    assert (p.data.dataset, p.data.root, p.model.name) == (name, "/data/cifar", "wide_resnet28_10")
+    assert (p.data.dataset, p.data.root, p.model.name) == (
+        name,
+        "/data/cifar",
+        "wide_resnet28_10_ref",
+    )
     t = p.train
     assert (t.epochs, t.lr, t.batch_size, t.weight_decay, t.mixup_alpha) == (
         300,
