@@ -16,7 +16,7 @@ from torch import nn
 
 from dnc.config import DataConfig, TrainConfig
 from dnc.data.augment import BatchViews, ViewOptions, random_erasing
-from dnc.data.autoaugment import per_sample_autoaugment
+from dnc.data.autoaugment import apply_ops, cifar10_policy, draw_ops, per_sample_autoaugment
 from dnc.data.registry import get_dataset_info
 from dnc.losses import cot_weight_at
 from dnc.models import create_model, divide_dropout, member_config, split_width
@@ -221,6 +221,21 @@ def test_autoaugment_draws_per_image_and_is_seeded() -> None:
     assert len(distinct) > 4  # one batch call would give every copy the same operation
     again = per_sample_autoaugment(images, torch.Generator().manual_seed(0))
     assert torch.equal(out, again)
+
+
+def test_grouped_autoaugment_equals_one_call_per_image() -> None:
+    # Oracle: torchvision's own op, applied to one image at a time.
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (24, 3, 32, 32), dtype=torch.uint8)
+    ops = draw_ops(24, 32, 32, torch.Generator().manual_seed(5))
+    policy, grouped = cifar10_policy(), apply_ops(images, ops)
+    for i, image_ops in enumerate(ops):
+        x = images[i : i + 1]
+        for op, magnitude in image_ops:
+            x = policy._apply_image_or_video_transform(
+                x, op, magnitude, interpolation=policy.interpolation, fill=policy._fill
+            )
+        assert torch.equal(grouped[i], x[0]), image_ops
 
 
 def test_autoaugment_views_differ_per_member() -> None:
