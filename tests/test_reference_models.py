@@ -154,6 +154,16 @@ def test_shakedrop_eval_scales_and_train_gates() -> None:
     kept = sum(torch.equal(o, x) for o in outs)
     assert 120 < kept < 180  # gate open with probability 0.75
     assert all(o.abs().max() <= 1 for o in outs)
+    # Backward: the identity through an open gate, else a per-sample factor in [0, 1].
+    for _ in range(20):
+        leaf = x.clone().requires_grad_()
+        out = drop(leaf)
+        out.sum().backward()
+        grad = leaf.grad
+        if torch.equal(out, leaf):
+            assert torch.equal(grad, torch.ones_like(grad))
+        else:
+            assert (grad >= 0).all() and (grad <= 1).all() and (grad.std(dim=(1, 2, 3)) == 0).all()
 
 
 def test_no_decay_groups() -> None:

@@ -39,20 +39,19 @@ class _ShakeDropFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, p_drop: float) -> Tensor:
-        # One Bernoulli gate for the whole batch, as the reference draws it.
+        # One Bernoulli gate for the whole batch, as the reference draws it; kept as a tensor
+        # (torch.where, no .item()) so a 90-block network does not sync the GPU 90 times.
         gate = torch.rand((), device=x.device) >= p_drop
-        ctx.gate = bool(gate)
-        if ctx.gate:
-            return x
         alpha = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(-1, 1)
-        return x * alpha
+        ctx.save_for_backward(gate)
+        return x * torch.where(gate, torch.ones_like(alpha), alpha)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        if ctx.gate:
-            return grad, None
+        (gate,) = ctx.saved_tensors
         beta = torch.empty(grad.shape[0], 1, 1, 1, device=grad.device, dtype=grad.dtype)
-        return grad * beta.uniform_(0, 1), None
+        beta.uniform_(0, 1)
+        return grad * torch.where(gate, torch.ones_like(beta), beta), None
 
 
 class ShakeDrop(nn.Module):
