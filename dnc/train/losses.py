@@ -28,8 +28,16 @@ def js_divergence(logits: Tensor) -> Tensor:
     return (entropy(log_mean) - entropy(log_p).mean(dim=0)).mean()
 
 
-def cot_weight_at(epoch: float, cot_weight: float, warmup_epochs: float) -> float:
-    """Co-training weight w(epoch): linear warm-up floored at 0.005, then constant."""
+def cot_weight_at(
+    epoch: float, cot_weight: float, warmup_epochs: float, per_epoch: bool = False
+) -> float:
+    """Co-training weight w(epoch): linear warm-up floored at 0.005, then constant.
+
+    `per_epoch` holds w fixed within an epoch (the reference code steps it once per
+    epoch); by default it ramps every iteration with the fractional epoch.
+    """
+    if per_epoch:
+        epoch = math.floor(epoch)
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return max(cot_weight * epoch / warmup_epochs, 0.005)
     return cot_weight
