@@ -199,18 +199,26 @@ SHRINK = {
 
 
 @pytest.mark.parametrize(
-    ("preset", "width"),
-    [("cifar10", 1), ("cifar100", 1), ("cifar100_pyramidnet", 8)],
+    ("preset", "shrink"),
+    [
+        ("cifar10", {"model.width": 1}),
+        ("cifar100", {"model.width": 1}),
+        # The same family, divide rule, ShakeDrop and recipe, 20 layers deep instead of 272.
+        ("cifar100_pyramidnet", {"model.name": "pyramidnet20", "model.width": 8}),
+        pytest.param(
+            "cifar100_pyramidnet", {"model.width": 8}, marks=pytest.mark.slow, id="pyramidnet272"
+        ),
+    ],
 )
-def test_cifar_presets_run_end_to_end(tmp_path, default_params, preset: str, width: float) -> None:
+def test_cifar_presets_run_end_to_end(tmp_path, default_params, preset: str, shrink: dict) -> None:
     overrides = load_preset(ROOT / "presets" / f"{preset}.yaml")
     overrides = {k: v for k, v in overrides.items() if not k.startswith("compare")}
     params = default_params.with_overrides(
-        {**overrides, **SHRINK, "data.root": str(tmp_path / "data"), "model.width": width}
+        {**overrides, **SHRINK, **shrink, "data.root": str(tmp_path / "data")}
     )
     assert params.model.style == "reference" and params.data.autoaugment
     assert params.train.weight_decay_exempt == "bias" and params.train.lr_floor == "clamp"
-    _write_cifar(tmp_path / "data", params.data.dataset, n=8 if preset == "cifar10" else 24)
+    _write_cifar(tmp_path / "data", params.data.dataset, n=4 if preset == "cifar10" else 20)
     result = stages.train(params, None, tmp_path / "run")
     assert result.best_path.is_file() and len(result.state.history) == 1
     metrics = stages.evaluate(params, None, tmp_path / "run", tmp_path / "metrics.json")
