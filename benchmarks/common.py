@@ -24,6 +24,7 @@ import torch
 
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
 from dnc.evaluation.flops import cost
+from pipelines.common.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports" / "benchmarks"
@@ -100,14 +101,7 @@ def summarize(seconds: Sequence[float]) -> dict[str, float]:
 
 def machine() -> dict[str, Any]:
     """The facts a reader needs to compare figures: CPU, GPU, versions, threads, load."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,

@@ -2,12 +2,14 @@
 
 Bad input (an invalid params key, a missing file or dataset, an unreadable checkpoint)
 prints one line naming the key or file and exits with status 2 before any compute is
-spent; `-v` (or DNC_DEBUG=1) prints the traceback as well.
+spent; `-v` (or DNC_DEBUG=1) prints the traceback as well. A diverged training (NaN/inf
+loss) exits 3; under torchrun every rank stops at the same step and rank 0 alone prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -19,6 +21,7 @@ from typing import Any
 from dnc.config import ConfigError, Params, load_params, parse_set
 from dnc.data import PreparedDataError
 from dnc.train.checkpoint import CheckpointError
+from dnc.train.engine import DivergenceError
 
 # The project's own errors: each names the key or file at fault, so one line says it all.
 USER_ERRORS = (ConfigError, PreparedDataError, CheckpointError, FileNotFoundError)
@@ -29,16 +32,22 @@ def user_error(err: BaseException) -> str | None:
     """The one-line message of a user error, or None for a bug (which keeps its traceback)."""
     if isinstance(err, USER_ERRORS):
         return str(err)
-    if isinstance(err, OSError) and err.filename:  # e.g. permission denied on a path
+    if isinstance(err, OSError) and err.filename:  # e.g. permission denied, disk full
         return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"no space left on device ({err})"
     return None
 
 
 def run_guarded(fn: Callable[[], Any], verbose: bool = False) -> tuple[int, Any]:
     """Run `fn`; a user error becomes one line on stderr and status 2 (plus the traceback
-    with `verbose` or DNC_DEBUG=1). Bugs propagate unchanged."""
+    with `verbose` or DNC_DEBUG=1), a divergence one line and status 3. Bugs propagate."""
     try:
         return 0, fn()
+    except DivergenceError as err:  # every torchrun rank raises it at once: one line, rank 0
+        if os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)
+        return 3, None
     except Exception as err:  # noqa: BLE001  (filtered just below)
         message = user_error(err)
         if message is None:
@@ -47,6 +56,15 @@ def run_guarded(fn: Callable[[], Any], verbose: bool = False) -> tuple[int, Any]
             traceback.print_exc(file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         return 2, None
+
+
+def _path(value: str | None, flag: str) -> Path | None:
+    """A path argument; '' is an error (Path('') is the cwd: checkpoints would land there)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{flag}: empty path")
+    return Path(value)
 
 
 def _params(args: argparse.Namespace, overrides: dict[str, Any] | None = None) -> Params:
@@ -91,17 +109,19 @@ def _cmd_info(args: argparse.Namespace) -> dict:
 def _cmd_prepare(args: argparse.Namespace) -> dict:
     from dnc import stages
 
+    out = _path(args.out, "--out")
     params = _params(args)
-    print(f"prepare: {params.data.dataset} -> {Path(args.out).resolve()}", file=sys.stderr)
-    return stages.prepare(params, Path(args.out))
+    meta = stages.prepare(params, out)
+    # After the fact: a failure must stay the only line on stderr.
+    print(f"prepare: {params.data.dataset} -> {out.resolve()}", file=sys.stderr)
+    return meta
 
 
 def _cmd_train(args: argparse.Namespace) -> dict:
     from dnc import stages
 
-    result = stages.train(
-        _params(args), args.data and Path(args.data), Path(args.out), resume=not args.no_resume
-    )
+    data, out = _path(args.data, "--data"), _path(args.out, "--out")
+    result = stages.train(_params(args), data, out, resume=not args.restart)
     last = result.state.history[-1] if result.state.history else {}
     return {
         "best_epoch": result.state.best_epoch,
@@ -117,12 +137,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> dict:
 
     metrics = stages.evaluate(
         _params(args),
-        args.data and Path(args.data),
-        Path(args.model_dir),
-        Path(args.out),
+        _path(args.data, "--data"),
+        _path(args.model_dir, "--model-dir"),
+        _path(args.out, "--out"),
         devices=args.devices and args.devices.split(","),
+        allow_incomplete=args.allow_incomplete,
     )
-    return {k: metrics[k] for k in ("ensemble", "prefixes", "curve", "deploy") if k in metrics}
+    keys = ("ensemble", "prefixes", "curve", "deploy", "training")
+    return {k: metrics[k] for k in keys if k in metrics}
 
 
 def _cmd_models(args: argparse.Namespace) -> list:
@@ -192,7 +214,14 @@ def _add_runs(sub: Any) -> None:
     _add_params(p)
     p.add_argument("--data", help="prepared data dir (None: prepare in memory)")
     p.add_argument("--out", required=True, help="run dir for checkpoints and history")
-    p.add_argument("--no-resume", action="store_true", help="ignore OUT/last.pt")
+    p.add_argument(
+        "--restart",
+        "--no-resume",
+        dest="restart",
+        action="store_true",
+        help="start over: delete OUT's checkpoints instead of resuming from OUT/last.pt "
+        "(a resume with changed params, other than dnc.config.RESUME_SAFE_KEYS, fails)",
+    )
     p.set_defaults(func=_cmd_train)
     p = sub.add_parser(
         "evaluate", help="members, ensemble and k-of-S test metrics", formatter_class=Formatter
@@ -204,6 +233,11 @@ def _add_runs(sub: Any) -> None:
     p.add_argument(
         "--devices",
         help="members spread over these devices, run concurrently: cuda:0,cuda:1 (or cpu,cpu)",
+    )
+    p.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="evaluate a run that did not finish train.epochs (the JSON says training.complete)",
     )
     p.set_defaults(func=_cmd_evaluate)
 
@@ -229,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `dnc` and `python -m dnc`: JSON on stdout, status 0 or 2."""
+    """Entry point of `dnc` and `python -m dnc`: JSON on stdout, status 0, 2 or 3."""
     args = build_parser().parse_args(argv)
     status, out = run_guarded(lambda: args.func(args), args.verbose)
     if status == 0:

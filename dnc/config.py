@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -31,11 +31,16 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """A params section: unknown keys fail, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: `true` is not the int 1 (split.factor=true once meant S = 1) and "3" is not 3;
+    # allow_inf_nan=False: train.lr=.inf would only surface as a diverged loss.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
     dataset: str = Field(description="registry name: fashion_mnist, digits, cifar10, ...")
+    # Seeds the validation/test split only (a prepare dependency); `seed` seeds training, so
+    # runs over several training seeds share one prepared split.
+    split_seed: int = Field(ge=0)
     # null = the dataset's default root (e.g. /usr/share/datasets/fashion-mnist).
     root: str | None
     download: bool  # only torchvision datasets, only where the internet is reachable
@@ -49,8 +54,8 @@ class DataConfig(Section):
     autoaugment: bool
     random_erasing: float = Field(ge=0.0, le=1.0)  # cutout-style erasing probability
     # The erased box: [lo, hi] fraction of the area and [lo, hi] aspect ratio.
-    erasing_scale: tuple[float, float]
-    erasing_ratio: tuple[float, float]
+    erasing_scale: list[float] = Field(min_length=2, max_length=2)
+    erasing_ratio: list[float] = Field(min_length=2, max_length=2)
     num_workers: int = Field(ge=0)
 
     @model_validator(mode="after")
@@ -90,6 +95,13 @@ class SplitConfig(Section):
     divide_weight_decay: Literal["none", "exp", "linear"]
     divide_dropout: bool
     execution: Literal["loop", "fused"]
+    # Under torchrun: loop = data-parallel (every rank all members, a shard of each batch);
+    # members = rank r trains members r, r+W, ... on the whole batch (dnc/train/distributed.py).
+    placement: Literal["loop", "members"]
+
+
+# Device names torch accepts here; whether the device exists is checked by `check_device`.
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
 
 class TrainConfig(Section):
@@ -113,7 +125,9 @@ class TrainConfig(Section):
     label_smoothing: float = Field(ge=0, lt=1)
     amp: bool  # CUDA only; ignored on CPU
     channels_last: bool  # weights and inputs in NHWC, on any device
-    device: str  # auto, cpu, cuda, cuda:1
+    device: str = Field(pattern=DEVICE_PATTERN)  # auto, cpu, cuda, cuda:1, mps
+    # Data-parallel only: BatchNorm statistics over the global batch (torch: CUDA only).
+    sync_bn: bool
     progress: bool
 
     @model_validator(mode="after")
@@ -127,8 +141,12 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     batch_size: int = Field(ge=1)
-    latency_batch_sizes: list[int] = Field(min_length=1)
+    latency_batch_sizes: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
     latency_repeats: int = Field(ge=1)
+    # Cascade over the members (dnc/evaluation/cascade.py). Defaulted, so params files
+    # written before the cascade still load: maxprob gate, no budget.
+    cascade_gate: Literal["maxprob", "margin", "entropy"] = "maxprob"
+    cascade_budget_macs: int | None = Field(default=None, ge=1)  # tau picked on val
 
 
 def block_indices(value: Any, what: str) -> list[int]:
@@ -148,10 +166,10 @@ class Params(Section):
 
     # Extra attributes are only ever the selected method's validated section:
     # `params_from_dict` rejects every other unknown key first.
-    model_config = ConfigDict(extra="allow", frozen=True, strict=False)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
 
     method: str = Field(description="registered method: python -m dnc methods")
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, description="training seed: init, shuffling, views, dropout")
     data: DataConfig
     model: ModelConfig
     split: SplitConfig
@@ -212,8 +230,30 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key.strip()}: --set value {raw!r} is not valid YAML") from err
     return out
+
+
+# Keys a resumed run may change (dnc/train/checkpoint.py `check_resume`): they do not change
+# what the finished run computes, only how long it runs, where, or how it reports. Every
+# other key must match the interrupted run's last.pt (or `dnc train --restart`). A prefix
+# ending in "." covers its whole section.
+RESUME_SAFE_KEYS = (
+    "train.epochs",  # extends (or shortens) a run: the schedule is per-epoch (see docs)
+    "train.progress",
+    "train.device",
+    "data.num_workers",  # loader workers re-seed per (seed, epoch): same batches
+    "data.download",
+    "eval.",  # read only by evaluate
+)
+
+
+def resume_safe(key: str) -> bool:
+    """Whether a resumed run may change `key` (see RESUME_SAFE_KEYS)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_SAFE_KEYS)
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 
-from dnc.config import ConfigError, Params
+from dnc import preflight
+from dnc.config import ConfigError, Params, flatten
 from dnc.data import (
     DatasetInfo,
+    PreparedData,
     get_dataset_info,
     load_prepared,
     make_loaders,
@@ -23,13 +25,16 @@ from dnc.data import (
     prepare_in_memory,
     resolve_info,
 )
+from dnc.data.prepare import check_meta, clean_stale
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.evaluation.cascade import evaluate_cascade
 from dnc.evaluation.flops import cost
 from dnc.evaluation.results import validated
 from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
 from dnc.models import get_spec, member_config, styled_name
 from dnc.train import checkpoint
+from dnc.train.distributed import setup_parallel
 from dnc.train.engine import FitResult, fit, resolve_device
 
 
@@ -56,7 +61,20 @@ def check_params(params: Params) -> None:
 def prepare(params: Params, out_dir: Path) -> dict:
     """Dataset -> versioned, hashed tensors in `out_dir` (train/val/test + meta.json)."""
     check_params(params)
-    return prepare_dataset(params.data, Path(out_dir), params.seed)
+    preflight.check_writable(Path(out_dir))
+    return prepare_dataset(params.data, Path(out_dir))
+
+
+def load_data(params: Params, data_dir: Path | None) -> PreparedData:
+    """The prepared data in `data_dir`, checked to be made for these params (dataset, split
+    seed, sizes); without `data_dir`, prepared in memory."""
+    if not data_dir:
+        return prepare_in_memory(params.data)
+    data_dir = Path(data_dir)
+    clean_stale(data_dir)  # a killed prepare's temp folder beside it
+    data = load_prepared(data_dir)
+    check_meta(data.meta, params.data, data_dir)
+    return data
 
 
 def dataset_dims(params: Params, num_classes: int, in_chans: int, image_size: int) -> DatasetInfo:
@@ -91,13 +109,25 @@ def train(
     callbacks: Sequence[object] = (),
     resume: bool = True,
 ) -> FitResult:
-    """Co-train the members; writes best.pt, last.pt and history.json into `out_dir`."""
+    """Co-train the members; writes best.pt, last.pt and history.json into `out_dir`.
+
+    Resumes from `out_dir/last.pt` when its params match (up to RESUME_SAFE_KEYS);
+    `resume=False` (--restart) starts over, removing the previous run's files.
+    Under torchrun every rank calls this; rank 0 alone writes (docs/distributed.md).
+    """
     check_params(params)
-    data = (
-        load_prepared(Path(data_dir)) if data_dir else prepare_in_memory(params.data, params.seed)
-    )
+    preflight.check_device(params.train.device)
+    parallel = setup_parallel(params)  # None unless launched by torchrun
+    main = parallel is None or parallel.is_main
+    if main:
+        preflight.prepare_run_dir(params, Path(out_dir), resume)
+    data = load_data(params, data_dir)
+    if main:
+        preflight.start_run_dir(Path(out_dir), resume)
     info = data.info
     model = build_inference_model(params, info.num_classes, info.in_chans, info.image_size)
+    if parallel is not None:
+        model = parallel.place(model)
     task = build_task(params, model)
     loaders = make_loaders(
         data,
@@ -107,9 +137,12 @@ def train(
         task.num_views,
         params.seed,
     )
+    if parallel is not None:
+        loaders = parallel.shard(loaders)
     wd = method_of(params).weight_decay(params)
     out_dir = Path(out_dir)
-    write_json(params.model_dump(mode="json"), out_dir / "params.json")
+    if main:
+        write_json(params.model_dump(mode="json"), out_dir / "params.json")
     result = fit(
         task,
         loaders,
@@ -121,25 +154,49 @@ def train(
         callbacks=callbacks,
         resume=resume,
         best_meta={"params": params.model_dump(mode="json")},
+        parallel=parallel,
+        run_params=params.flat(),
     )
-    write_json(result.state.history, out_dir / "history.json")
+    if main:
+        write_json(result.state.history, out_dir / "history.json")
     return result
 
 
 def load_model(
-    params: Params, model_dir: Path, num_classes: int, in_chans: int, image_size: int
+    params: Params,
+    model_dir: Path,
+    num_classes: int,
+    in_chans: int,
+    image_size: int,
+    ckpt: dict | None = None,
 ) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the inference model of `params` and load `model_dir/best.pt` into it."""
-    ckpt = checkpoint.load(Path(model_dir) / checkpoint.BEST)
+    """Rebuild the inference model of `params` and load `model_dir/best.pt` (or the
+    already loaded `ckpt` of it) into it."""
+    path = Path(model_dir) / checkpoint.BEST
+    ckpt = checkpoint.load(path) if ckpt is None else ckpt
     model = build_inference_model(params, num_classes, in_chans, image_size)
     try:
         model.load_state_dict(ckpt["model_state"])
-    except (KeyError, RuntimeError) as err:
-        why = str(err).strip().splitlines()[0]
-        raise checkpoint.CheckpointError(
-            f"{Path(model_dir) / checkpoint.BEST}: does not fit the model of these params ({why})"
-        ) from err
+    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+        raise _misfit(path, ckpt, params, err) from err
     return model, ckpt
+
+
+def _misfit(path: Path, ckpt: dict, params: Params, err: BaseException) -> Exception:
+    """The error for a best.pt that does not fit: names the params key that differs from
+    the ones it was trained with (model-shaping keys first), else the loader's reason."""
+    trained = ckpt.get("meta", {}).get("params") if isinstance(ckpt, dict) else None
+    if isinstance(trained, dict):
+        old, new = flatten(trained), params.flat()
+        shaping = ("method", "model.", "split.", "data.dataset", f"{params.method}.")
+        for key in sorted(set(old) | set(new), key=lambda k: (not k.startswith(shaping), k)):
+            if old.get(key) != new.get(key):
+                return checkpoint.CheckpointError(
+                    f"{key}: {path} was trained with {old.get(key)!r}, the params say "
+                    f"{new.get(key)!r}"
+                )
+    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return checkpoint.CheckpointError(f"{path}: does not fit the model of these params ({why})")
 
 
 def evaluate(
@@ -148,23 +205,37 @@ def evaluate(
     model_dir: Path,
     out_path: Path,
     devices: Sequence[str] | None = None,
+    allow_incomplete: bool = False,
 ) -> dict:
     """Test-set metrics of the selected checkpoint; written to `out_path` as JSON.
 
     `devices` (e.g. ["cuda:0", "cuda:1"]) spreads a SplitNet's members over devices that
-    run them concurrently; the first one gathers the outputs.
+    run them concurrently; the first one gathers the outputs. A run that did not finish its
+    epochs is refused unless `allow_incomplete` (the JSON's `training.complete` says so).
     """
     check_params(params)
-    data = (
-        load_prepared(Path(data_dir)) if data_dir else prepare_in_memory(params.data, params.seed)
-    )
+    for spec in devices or [params.train.device]:
+        preflight.check_device(spec, "--devices" if devices else "train.device")
+    preflight.check_writable(Path(out_path), folder=False)
+    best = checkpoint.load(Path(model_dir) / checkpoint.BEST)  # missing or damaged: say so
+    progress = preflight.training_progress(params, Path(model_dir))
+    preflight.check_complete(progress, Path(model_dir), allow_incomplete)
+    data = load_data(params, data_dir)
     info = data.info
-    model, ckpt = load_model(params, model_dir, info.num_classes, info.in_chans, info.image_size)
+    dims = (info.num_classes, info.in_chans, info.image_size)
+    model, ckpt = load_model(params, model_dir, *dims, ckpt=best)
     loaders = make_loaders(
         data, params.data, params.train.batch_size, params.eval.batch_size, 1, params.seed
     )
     device = resolve_device(devices[0] if devices else params.train.device)
-    metrics = method_of(params).evaluate(params, model, loaders.test, info, device, devices)
+    method = method_of(params)
+    metrics = method.evaluate(params, model, loaders.test, info, device, devices)
+    cascade_of = getattr(method, "cascade_stages", None)  # optional: outputs that cascade
+    if cascade_of is not None:
+        shape = (info.in_chans, info.image_size, info.image_size)
+        stages_, how = cascade_of(model)
+        pair = (loaders.val, loaders.test)
+        metrics["cascade"] = evaluate_cascade(stages_, how, pair, shape, device, params.eval)
     metrics["config"] = {
         "method": params.method,
         "dataset": params.data.dataset,
@@ -180,6 +251,7 @@ def evaluate(
         "selected_on": "val/ensemble/acc",
         "val": ckpt["val"],
     }
+    metrics["training"] = progress
     metrics = validated(metrics)  # the typed schema readers rely on
     write_json(metrics, Path(out_path))
     return metrics

@@ -55,8 +55,16 @@ COMMANDS: dict[str, Command] = {
         "Optuna search of split factor, width and co-training weight under a budget",
         "pipelines.search.cli:add",
     ),
+    "plan": Command(
+        "budget planner: fit a power law to finished runs, predict the best (S, width)",
+        "pipelines.search.plan_cli:add",
+    ),
     "runs": Command(
         "housekeeping of dnc's MLflow runs (reap stale RUNNING)", "pipelines.tracking.runs:add"
+    ),
+    "ui": Command(
+        "the MLflow UI on the tracking store (one light server on 127.0.0.1)",
+        "pipelines.tracking.ui:add",
     ),
     "compare": Command(
         "table + accuracy-vs-MACs plot of an MLflow experiment", "pipelines.tracking.compare:add"

@@ -13,7 +13,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
       (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null))
   else
     echo "setup: install the Debian package 'dataset-fashion-mnist' (sudo apt-get install" \
-      "dataset-fashion-mnist) or set DNC_DATA_ROOT to a folder holding FashionMNIST/raw" >&2
+      "dataset-fashion-mnist) or set data.root in params.yaml to a folder holding its files" >&2
   fi
 fi
 
@@ -34,7 +34,9 @@ EXTRA_INDEX=$(pip config get global.extra-index-url 2>/dev/null || true)
 [ -n "$EXTRA_INDEX" ] && export UV_EXTRA_INDEX_URL="$EXTRA_INDEX"
 # Bytecode is compiled at install: the environment may set PYTHONDONTWRITEBYTECODE, and
 # compiling torch at every import costs seconds per process.
-export UV_INDEX_STRATEGY=unsafe-best-match UV_CACHE_DIR="$PWD/.cache/uv" UV_LINK_MODE=copy \
-  UV_COMPILE_BYTECODE=1
+# uv's cache lives outside the work tree, shared by every clone on the machine, and the venv
+# hard-links its files: a set-up clone costs the venv alone, not venv + a copy of the cache.
+export UV_INDEX_STRATEGY=unsafe-best-match UV_CACHE_DIR="${DNC_UV_CACHE:-$HOME/.cache/dnc-uv}" \
+  UV_LINK_MODE=hardlink UV_COMPILE_BYTECODE=1
 .venv/bin/python -m uv pip install -q --python .venv/bin/python -e ".[pipelines,dev]"
 echo "$WANT" > "$STAMP"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from dnc.config import Params, load_params
 from pipelines.dvc.preset import load_preset  # importing pipelines turns telemetry off
@@ -12,6 +14,19 @@ from pipelines.dvc.preset import load_preset  # importing pipelines turns teleme
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = load_preset(ROOT / "presets" / "tiny.yaml")  # the tiny run, shared with benchmarks
+
+# Subprocesses the tests start (dnc, dvc, workers) inherit one thread too: on 2 cores a
+# tiny train + evaluate took 3 s with 1 thread and 40 s with 2 under load.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -63,11 +63,6 @@ def test_override_and_parse_set(tree, tmp_path):
         parse_set(["split.factor"])
 
 
-def test_frozen(default_params):
-    with pytest.raises(Exception, match="frozen"):
-        default_params.split.factor = 3  # type: ignore[misc]
-
-
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         load_params(tmp_path / "nope.yaml")

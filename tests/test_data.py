@@ -34,6 +34,7 @@ def data_cfg(**overrides: object) -> DataConfig:
     """A complete DataConfig for digits, with `overrides` applied."""
     fields = dict(
         dataset="digits",
+        split_seed=0,
         root=None,
         download=False,
         val_size=100,
@@ -43,8 +44,8 @@ def data_cfg(**overrides: object) -> DataConfig:
         augment="standard",
         autoaugment=False,
         random_erasing=0.0,
-        erasing_scale=(0.02, 0.33),
-        erasing_ratio=(0.3, 3.3),
+        erasing_scale=[0.02, 0.33],
+        erasing_ratio=[0.3, 3.3],
         num_workers=0,
     )
     return DataConfig(**{**fields, **overrides})
@@ -113,7 +114,7 @@ def test_fashion_mnist_from_the_debian_files(tmp_path: Path):
     assert raw.info.num_classes == 10 and torch.bincount(raw.train_labels).tolist() == [6000] * 10
     assert len(list((tmp_path / "cache" / "datasets").glob("fashion_mnist-*"))) == 1
     data = prepare_in_memory(
-        data_cfg(dataset="fashion_mnist", val_size=50, train_size=300, test_size=200), seed=0
+        data_cfg(dataset="fashion_mnist", val_size=50, train_size=300, test_size=200)
     )
     assert (len(data.train), len(data.val), len(data.test)) == (300, 50, 200)
     assert data.train.images.shape[1:] == (1, 28, 28)
@@ -199,7 +200,7 @@ def test_imagefolder_decodes_and_squares_images(tmp_path: Path):
     assert raw.train_labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert raw.info.num_classes == 2 and raw.info.image_size == 16
     data = prepare_in_memory(
-        data_cfg(dataset="imagefolder", root=str(tmp_path), val_size=2), seed=0, image_size=16
+        data_cfg(dataset="imagefolder", root=str(tmp_path), val_size=2), image_size=16
     )
     assert (len(data.train), len(data.val), len(data.test)) == (4, 2, 4)
 
@@ -232,27 +233,27 @@ def _indices(images: torch.Tensor) -> set[int]:
 def test_split_raw_is_disjoint_capped_and_seeded():
     raw = _indexed_raw()
     cfg = data_cfg(val_size=100, train_size=400, test_size=50)
-    splits = split_raw(raw, cfg, seed=0)
+    splits = split_raw(raw, cfg)
     train, val = _indices(splits["train"].images), _indices(splits["val"].images)
     assert (len(train), len(val), len(splits["test"])) == (400, 100, 50) and not train & val
-    again = split_raw(raw, cfg, seed=0)
+    again = split_raw(raw, cfg)
     assert all(torch.equal(again[k].images, splits[k].images) for k in splits)
-    other = split_raw(raw, cfg, seed=1)
+    other = split_raw(raw, cfg.model_copy(update={"split_seed": 1}))
     assert _indices(other["val"].images) != val
     # The validation set does not move when the training cap changes.
-    uncapped = split_raw(raw, data_cfg(val_size=100, train_size=None), seed=0)
+    uncapped = split_raw(raw, data_cfg(val_size=100, train_size=None))
     assert _indices(uncapped["val"].images) == val and len(uncapped["train"]) == 900
     assert train <= _indices(uncapped["train"].images)
 
 
 def test_val_size_must_leave_training_images():
     with pytest.raises(ValueError, match="data.val_size"):
-        split_raw(_indexed_raw(n_train=10), data_cfg(val_size=10), seed=0)
+        split_raw(_indexed_raw(n_train=10), data_cfg(val_size=10))
 
 
 def test_prepare_round_trip_verifies_hashes(tmp_path: Path):
     cfg = data_cfg(val_size=100, train_size=500, test_size=200)
-    meta = prepare_dataset(cfg, tmp_path / "prepared", seed=3)
+    meta = prepare_dataset(cfg.model_copy(update={"split_seed": 3}), tmp_path / "prepared")
     assert meta["counts"] == {"train": 500, "val": 100, "test": 200}
     assert sum(meta["class_counts"]["val"]) == 100 and meta["config"]["val_size"] == 100
     for name in ("train.pt", "val.pt", "test.pt"):
@@ -260,7 +261,7 @@ def test_prepare_round_trip_verifies_hashes(tmp_path: Path):
         assert meta["files"][name]["sha256"] == digest
     assert json.loads((tmp_path / "prepared" / "meta.json").read_text()) == meta
     data = load_prepared(tmp_path / "prepared")
-    memory = prepare_in_memory(cfg, seed=3)
+    memory = prepare_in_memory(cfg.model_copy(update={"split_seed": 3}))
     for name in ("train", "val", "test"):
         assert torch.equal(getattr(data, name).images, getattr(memory, name).images)
         assert torch.equal(getattr(data, name).labels, getattr(memory, name).labels)
@@ -273,14 +274,19 @@ def test_prepare_round_trip_verifies_hashes(tmp_path: Path):
 
 def test_prepare_is_byte_reproducible_and_seeded(tmp_path: Path):
     cfg = data_cfg(train_size=300)
-    first = prepare_dataset(cfg, tmp_path / "a", seed=0)["files"]
-    assert prepare_dataset(cfg, tmp_path / "a", seed=0)["files"] == first  # replaces in place
-    assert prepare_dataset(cfg, tmp_path / "b", seed=1)["files"]["val.pt"] != first["val.pt"]
+    first = prepare_dataset(cfg, tmp_path / "a")["files"]
+    assert prepare_dataset(cfg, tmp_path / "a")["files"] == first  # replaces in place
+    assert (
+        prepare_dataset(cfg.model_copy(update={"split_seed": 1}), tmp_path / "b")["files"][
+            "val.pt"
+        ]
+        != first["val.pt"]
+    )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["a", "b"]
 
 
 def test_tampered_file_is_detected(tmp_path: Path):
-    prepare_dataset(data_cfg(train_size=200), tmp_path / "p", seed=0)
+    prepare_dataset(data_cfg(train_size=200), tmp_path / "p")
     path = tmp_path / "p" / "val.pt"
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
@@ -304,7 +310,7 @@ def test_interrupted_prepare_leaves_no_output(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(torch, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(data_cfg(), tmp_path / "p", seed=0)
+        prepare_dataset(data_cfg(), tmp_path / "p")
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []  # no temp dirs
 
 
@@ -312,5 +318,5 @@ def test_prepare_refuses_to_replace_a_foreign_directory(tmp_path: Path):
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("...")
     with pytest.raises(FileExistsError, match="not prepared data"):
-        prepare_dataset(data_cfg(), tmp_path / "precious", seed=0)
+        prepare_dataset(data_cfg(), tmp_path / "precious")
     assert (tmp_path / "precious" / "thesis.tex").is_file()

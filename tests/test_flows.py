@@ -87,12 +87,13 @@ def experiment(prefect_server, tmp_path_factory: pytest.TempPathFactory):
 # -- pure functions (no server) ---------------------------------------------------------------
 
 
-def test_data_key_depends_on_data_and_seed_only(default_params):
+def test_data_key_depends_on_the_data_section_only(default_params):
     def key(**overrides) -> str:
         return flow_tasks.data_key(default_params.with_overrides({**TINY, **overrides}))
 
     assert key() == key(**{"split.factor": 4, "train.lr": 0.01})
-    assert key() != key(seed=1)
+    assert key() == key(seed=1)  # training seeds share one split: no re-split per seed
+    assert key() != key(**{"data.split_seed": 1})
     assert key() != key(**{"data.val_size": 100})
 
 

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from dnc import stages
-from dnc.cli import build_parser
 from dnc.ensemble.fused import FusedSplitNet, UnsupportedModuleError, execution_model
 from dnc.ensemble.parallel import ParallelSplitNet, member_groups, parse_devices
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
@@ -203,13 +202,6 @@ def test_two_cpu_devices_run_members_concurrently(execution):
         for k in (1, 3):
             torch.testing.assert_close(parallel.predict(x, k), net.predict(x, k))
     assert parallel.members is net.members  # cost counting reads the ordinary members
-
-
-def test_evaluate_cli_takes_a_device_list():
-    args = build_parser().parse_args(
-        ["evaluate", "--model-dir", "m", "--out", "o.json", "--devices", "cpu,cpu"]
-    )
-    assert args.devices == "cpu,cpu"
 
 
 @pytest.mark.slow

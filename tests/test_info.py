@@ -69,7 +69,7 @@ def test_imagefolder_counts_its_own_classes(tiny_params, tmp_path: Path):
         }
     )
     info = stages.info(params)
-    data = prepare_in_memory(params.data, params.seed)  # what training loads
+    data = prepare_in_memory(params.data)  # what training loads
     assert info["num_classes"] == data.info.num_classes == 3
     assert info["input_shape"] == [3, 16, 16] == list(data.train.images.shape[1:])
     with torch.device("meta"):

@@ -34,7 +34,7 @@ def test_committed_comparison_is_valid() -> None:
         ({"s2": {"split.factr": 2}}, [0], "compare.configs.s2: split.factr: unknown key"),
         ({"s2": {"split.factor": 0}}, [0], "compare.configs.s2: split.factor:"),
         ({"s2": {"data.train_size": 5}}, [0], "compare.configs.s2.data.train_size: prepared"),
-        ({"s2": {"seed": 3}}, [0], "compare.configs.s2.seed: prepared once"),
+        ({"s2": {"seed": 3}}, [0], "compare.configs.s2.seed: set by compare.seeds"),
         ({"s-2": {}}, [0], "compare.configs.s-2: name"),
         ({"s2": None}, [0], "compare.configs.s2: expected a mapping"),
         ({"s2": {}}, [], "compare.seeds:"),

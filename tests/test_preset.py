@@ -40,7 +40,7 @@ def test_preset_gives_the_paper_recipe(tmp_path, name, capsys) -> None:
     assert (t.warmup_epochs, t.warmup_lr, t.min_lr) == (20, 0.005, 1e-4)
     assert (t.cot_weight, t.cot_warmup_epochs, p.data.random_erasing) == (0.5, 40, 0.5)
     assert p.data.val_size > 0 and p.eval.batch_size == 100
-    assert (p.data.autoaugment, p.data.erasing_ratio) == (True, (0.99, 1.0))
+    assert (p.data.autoaugment, p.data.erasing_ratio) == (True, [0.99, 1.0])
     assert (t.weight_decay_exempt, t.lr_floor, t.cot_warmup_per_epoch) == ("bias", "clamp", True)
     comparison = load_comparison(params)
     assert sorted(c["split.factor"] for c in comparison.configs.values()) == [1, 2, 4]

@@ -186,7 +186,7 @@ def _cfg(lr_floor: str = "blend") -> TrainConfig:
     return TrainConfig(
         epochs=300, batch_size=128, lr=0.1, min_lr=1e-4, warmup_epochs=20, warmup_lr=5e-3,
         momentum=0.9, nesterov=True, weight_decay=5e-4, cot_weight=0.5, cot_warmup_epochs=40,
-        cot_warmup_per_epoch=True, weight_decay_exempt="bias", lr_floor=lr_floor,
+        cot_warmup_per_epoch=True, weight_decay_exempt="bias", lr_floor=lr_floor, sync_bn=False,
         mixup_alpha=0.2, label_smoothing=0.0, amp=False, channels_last=False, device="cpu",
         progress=False,
     )  # fmt: skip
@@ -263,9 +263,9 @@ def test_autoaugment_views_differ_per_member() -> None:
 
 def _data_cfg(autoaugment: bool = False) -> DataConfig:
     return DataConfig(
-        dataset="cifar10", root=None, download=False, val_size=0, train_size=None,
+        dataset="cifar10", root=None, download=False, split_seed=0, val_size=0, train_size=None,
         test_size=None, image_size=None, augment="standard", autoaugment=autoaugment,
-        random_erasing=0.0, erasing_scale=(0.02, 0.33), erasing_ratio=(0.3, 3.3), num_workers=0,
+        random_erasing=0.0, erasing_scale=[0.02, 0.33], erasing_ratio=[0.3, 3.3], num_workers=0,
     )  # fmt: skip
 
 

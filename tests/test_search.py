@@ -128,7 +128,7 @@ def test_bad_input_exits_2_naming_the_key(tmp_path, capsys, args, key):
     assert search(tmp_path, "bad", *args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {key}") and "\n" not in err
-    assert not (tmp_path / "models").exists() and not (tmp_path / "data").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_budget_rejects_before_training(tmp_path, monkeypatch):
     )
     assert sorted(c["width"] for c in calls) == [4, 4]
     for t in rejected:
-        assert not (tmp_path / "models/search/budget" / f"trial_{t.user_attrs['trial']}").exists()
+        assert not (tmp_path / "runs/search/budget" / f"trial_{t.user_attrs['trial']}").exists()
     summary = json.loads((tmp_path / "reports/search/budget/summary.json").read_text())
     assert summary["counts"]["rejected"] == 2 and summary["budget"]["inference"]["macs"] == budget
 
@@ -229,7 +229,7 @@ def test_two_workers_share_a_study_exactly(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     final = assert_exact(load(tmp_path, "par"), 4)
     assert all(t.state.name == "COMPLETE" for t in final)
-    dirs = sorted(p.name for p in (tmp_path / "models/search/par").iterdir())
+    dirs = sorted(p.name for p in (tmp_path / "runs/search/par").iterdir())
     assert dirs == [f"trial_{n}" for n in range(4)]
 
 
@@ -239,7 +239,7 @@ def test_killed_worker_is_retried_and_resumed(tmp_path):
     period, runs its retry from the trial's checkpoint and completes the study."""
     write_params(tmp_path, {"train.epochs": 5}, n_trials=2, pruner="none")
     first = worker(tmp_path, "kill")
-    checkpoint = tmp_path / "models/search/kill/trial_0/last.pt"
+    checkpoint = tmp_path / "runs/search/kill/trial_0/last.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -45,5 +45,5 @@ def test_two_workers_share_a_postgres_study_exactly(tmp_path, postgres_url):
     outs = [p.communicate(timeout=240)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert_exact(load(tmp_path, "par-pg", postgres_url), 4)
-    dirs = sorted(p.name for p in (tmp_path / "models/search/par-pg").iterdir())
+    dirs = sorted(p.name for p in (tmp_path / "runs/search/par-pg").iterdir())
     assert dirs == [f"trial_{n}" for n in range(4)]

@@ -257,7 +257,8 @@ def test_cooperative_run_logs_depths_and_a_reloadable_model(store, params, tmp_p
     runner.evaluate(coop, None, tmp_path, tmp_path / "metrics.json", entry_point="cli")
     run_id = tracking.run_id_of(tmp_path)
     run = tracking.Store().client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == "cooperative-small_cnn-digits"
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"cooperative-small_cnn-digits-seed{coop.seed}"
     assert {"test/depth_full/acc_a", "test/leader/acc", "test/curve_0/macs"} <= set(
         run.data.metrics
     )

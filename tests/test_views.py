@@ -24,6 +24,7 @@ def data_cfg(**overrides: object) -> DataConfig:
     """A complete DataConfig for digits, with `overrides` applied."""
     fields = dict(
         dataset="digits",
+        split_seed=0,
         root=None,
         download=False,
         val_size=100,
@@ -33,8 +34,8 @@ def data_cfg(**overrides: object) -> DataConfig:
         augment="standard",
         autoaugment=False,
         random_erasing=0.0,
-        erasing_scale=(0.02, 0.33),
-        erasing_ratio=(0.3, 3.3),
+        erasing_scale=[0.02, 0.33],
+        erasing_ratio=[0.3, 3.3],
         num_workers=0,
     )
     return DataConfig(**{**fields, **overrides})
@@ -42,7 +43,7 @@ def data_cfg(**overrides: object) -> DataConfig:
 
 @pytest.fixture(scope="module")
 def digits() -> PreparedData:
-    return prepare_in_memory(data_cfg(), seed=0)
+    return prepare_in_memory(data_cfg())
 
 
 def _epoch(data: PreparedData, cfg: DataConfig, epoch: int, seed: int = 0) -> list:

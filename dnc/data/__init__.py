@@ -1,8 +1,8 @@
 """Datasets, their prepared (hashed) form, and the multi-view loaders SplitNet trains on.
 
 raw = load_raw(cfg)                            # whole published splits, uint8 (N, C, H, W)
-meta = prepare_dataset(cfg, out_dir, seed)     # train/val/test .pt + meta.json (sha256)
-data = load_prepared(out_dir)                  # or prepare_in_memory(cfg, seed)
+meta = prepare_dataset(cfg, out_dir)           # split by cfg.split_seed; meta.json (sha256)
+data = load_prepared(out_dir)                  # or prepare_in_memory(cfg)
 loaders = make_loaders(data, cfg, 128, 512, num_views=4, seed=seed)
 for views, labels in loaders.train_epoch(epoch):  # (V, B, C, H, W) float32, (B,) int64
     ...

@@ -1,9 +1,10 @@
 """The prepared form: seeded train/val/test splits as hashed tensor files (the DVC prepare stage).
 
 `out_dir/{train,val,test}.pt` each hold `{"images": uint8 (N, C, H, W), "labels": int64 (N,)}`;
-`out_dir/meta.json` records the dataset facts, counts, class counts, the seed, the data config
-and each file's sha256, which `load_prepared` checks before trusting a file. Re-preparing with
-the same config and seed writes byte-identical files, so DVC sees no change.
+`out_dir/meta.json` records the dataset facts, counts, class counts, the split seed
+(`data.split_seed`), the data config and each file's sha256, which `load_prepared` checks before
+trusting a file; `check_meta` checks that the data was prepared for the params at hand.
+Re-preparing with the same config writes byte-identical files, so DVC sees no change.
 
 Splits: validation is the first `val_size` images of a seeded permutation of the published
 train split; the training cap keeps a seeded prefix of the rest, so the validation set does not
@@ -15,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import pickle
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, fields
@@ -24,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dnc.config import DataConfig
+from dnc.config import ConfigError, DataConfig
 from dnc.data.registry import DatasetInfo, RawSplits, load_raw
-from dnc.io import derive_seed
+from dnc.io import clean_stale_temps, derive_seed
 
 SPLITS = ("train", "val", "test")
 FORMAT = "dnc.prepared/1"
@@ -58,11 +61,12 @@ class PreparedData:
     meta: dict[str, Any]
 
 
-def split_raw(raw: RawSplits, cfg: DataConfig, seed: int) -> dict[str, ImageSplit]:
-    """Carve the seeded validation split and apply the size caps (see module docstring)."""
+def split_raw(raw: RawSplits, cfg: DataConfig) -> dict[str, ImageSplit]:
+    """Carve the validation split seeded by `cfg.split_seed` and apply the size caps."""
+    seed = cfg.split_seed
     n_train = len(raw.train_labels)
     if cfg.val_size >= n_train:
-        raise ValueError(
+        raise ConfigError(
             f"data.val_size: {cfg.val_size} leaves no training images ({n_train} in "
             f"{raw.info.name}'s train split)"
         )
@@ -82,12 +86,12 @@ def split_raw(raw: RawSplits, cfg: DataConfig, seed: int) -> dict[str, ImageSpli
     }
 
 
-def _meta(splits: dict[str, ImageSplit], info: DatasetInfo, cfg: DataConfig, seed: int) -> dict:
+def _meta(splits: dict[str, ImageSplit], info: DatasetInfo, cfg: DataConfig) -> dict:
     return {
         "format": FORMAT,
         "dataset": info.name,
         "info": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(info).items()},
-        "seed": seed,
+        "split_seed": cfg.split_seed,
         "config": cfg.model_dump(mode="json"),
         "counts": {name: len(split) for name, split in splits.items()},
         "class_counts": {
@@ -97,25 +101,32 @@ def _meta(splits: dict[str, ImageSplit], info: DatasetInfo, cfg: DataConfig, see
     }
 
 
-def prepare_in_memory(cfg: DataConfig, seed: int, image_size: int | None = None) -> PreparedData:
+def prepare_in_memory(cfg: DataConfig, image_size: int | None = None) -> PreparedData:
     """The splits `prepare_dataset` would write, without writing them (for quick runs)."""
     raw = load_raw(cfg, image_size)
-    splits = split_raw(raw, cfg, seed)
-    return PreparedData(**splits, info=raw.info, meta=_meta(splits, raw.info, cfg, seed))
+    splits = split_raw(raw, cfg)
+    return PreparedData(**splits, info=raw.info, meta=_meta(splits, raw.info, cfg))
+
+
+def clean_stale(out_dir: Path) -> list[Path]:
+    """Remove the temp folders a killed prepare left beside `out_dir` (`.<name>.tmp-*`)."""
+    return clean_stale_temps(Path(out_dir).parent, [Path(out_dir).name])
 
 
 def prepare_dataset(
-    cfg: DataConfig, out_dir: Path, seed: int, image_size: int | None = None
+    cfg: DataConfig, out_dir: Path, image_size: int | None = None
 ) -> dict[str, Any]:
     """Write the prepared splits and meta.json to `out_dir` atomically; returns the meta."""
     out_dir = Path(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "meta.json").is_file():
         raise FileExistsError(f"{out_dir}: exists and is not prepared data; refusing to replace")
-    data = prepare_in_memory(cfg, seed, image_size)
+    clean_stale(out_dir)
+    data = prepare_in_memory(cfg, image_size)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Everything goes to a sibling temp dir renamed into place, so an interrupted prepare
-    # leaves the previous output (or none), never a half-written one.
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    # leaves the previous output (or none), never a half-written one. The pid in the name
+    # lets the next start remove a killed prepare's folder (`clean_stale`).
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         files = {}
@@ -135,7 +146,7 @@ def prepare_dataset(
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:
     """Replace `out_dir` by `tmp` (a directory cannot be renamed over a non-empty one)."""
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     if out_dir.exists():
         out_dir.rename(old)
     tmp.rename(out_dir)
@@ -155,9 +166,20 @@ def load_prepared(out_dir: Path) -> PreparedData:
             f"{out_dir}: no prepared data (no meta.json); run `python -m dnc prepare --out "
             f"{out_dir}` or `dvc repro prepare`"
         )
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise PreparedDataError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PreparedDataError(f"{meta_path}: not valid JSON ({err}); re-run prepare") from err
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != FORMAT:
+        raise PreparedDataError(f"{meta_path}: format {found!r}, expected {FORMAT}")
+    try:
+        return _load_splits(out_dir, meta)
+    except (KeyError, TypeError) as err:
+        raise PreparedDataError(f"{meta_path}: malformed ({err!r}); re-run prepare") from err
+
+
+def _load_splits(out_dir: Path, meta: dict) -> PreparedData:
     known = {f.name for f in fields(DatasetInfo)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["info"].items()}
     info = DatasetInfo(**{k: v for k, v in values.items() if k in known})
@@ -175,7 +197,10 @@ def _load_split(path: Path, meta: dict, info: DatasetInfo) -> ImageSplit:
             f"{path}: sha256 {_sha256(data)[:12]}... does not match meta.json "
             f"({expected[:12]}...); the file changed after prepare - re-run prepare"
         )
-    payload = torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        payload = torch.load(io.BytesIO(data), weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise PreparedDataError(f"{path}: not a readable tensor file; re-run prepare") from err
     images, labels = payload["images"], payload["labels"]
     shape = (info.in_chans, info.image_size, info.image_size)
     if images.dtype != torch.uint8 or images.shape[1:] != shape or labels.dtype != torch.int64:
@@ -183,3 +208,22 @@ def _load_split(path: Path, meta: dict, info: DatasetInfo) -> ImageSplit:
     if len(images) != len(labels) or len(labels) != meta["counts"][path.stem]:
         raise PreparedDataError(f"{path}: image/label counts disagree with meta.json")
     return ImageSplit(images, labels)
+
+
+# The data keys that decide which images land in which split; the others (augment, workers)
+# are read at training time and may differ from prepare's.
+SPLIT_KEYS = ("dataset", "split_seed", "val_size", "train_size", "test_size", "image_size")
+
+
+def check_meta(meta: dict[str, Any], cfg: DataConfig, where: Path) -> None:
+    """The prepared data at `where` was made for `cfg`: else one error naming the key."""
+    recorded = {**meta.get("config", {}), "dataset": meta.get("dataset")}
+    if "split_seed" not in recorded:  # prepared before split_seed existed
+        recorded["split_seed"] = meta.get("split_seed")
+    for key in SPLIT_KEYS:
+        want, have = getattr(cfg, key), recorded.get(key)
+        if want != have:
+            raise ConfigError(
+                f"data.{key}: {where} was prepared with {key}={have!r}, the params say "
+                f"{want!r}; re-run prepare (dvc repro prepare)"
+            )

@@ -2,7 +2,7 @@
 
 `dnc.stages.evaluate` writes through `EvalResult`, so every method's JSON has the same
 validated core (`ensemble`, `members`, `prefixes`, `curve`, `num_test`, `config`,
-`selection`); method-specific parts (`depths`, `leader`, `deploy` for cooperative) and
+`selection`, `training`); method-specific parts (`depths`, `leader`, `deploy` for cooperative) and
 per-method extras in each row are kept as extra fields. Readers may load a file with
 `EvalResult.model_validate_json` instead of indexing string keys.
 """
@@ -77,6 +77,48 @@ class Selection(_Row):
     val: dict[str, float]
 
 
+class Training(_Row):
+    """Whether the evaluated run finished its epochs (`evaluate --allow-incomplete` may
+    evaluate one that did not; trackers tag such runs from `complete`)."""
+
+    epochs: int  # train.epochs of the params
+    epochs_done: int
+    complete: bool
+
+
+class CascadePoint(_Row):
+    """The cascade at one threshold tau, on the test set (mean MACs per image)."""
+
+    tau: float
+    acc: float
+    nll: float
+    macs: float
+    exit_share: list[float]
+    latency_ms: dict[str, float]
+
+
+class CascadeBudget(_Row):
+    """The tau whose validation mean MACs fit `eval.cascade_budget_macs`, and its test score."""
+
+    budget_macs: int
+    tau: float
+    selected_on: str
+    val_acc: float
+    val_macs: float
+    test_acc: float
+    test_macs: float
+
+
+class Cascade(_Row):
+    """The confidence-gated cascade over the members (dnc/evaluation/cascade.py)."""
+
+    gate: str
+    combine: str
+    stages: list[dict[str, Any]]
+    points: list[CascadePoint]
+    budget: CascadeBudget | None = None
+
+
 class EvalResult(_Row):
     """The whole metrics JSON of one evaluated run."""
 
@@ -87,6 +129,8 @@ class EvalResult(_Row):
     num_test: int
     config: RunConfig
     selection: Selection
+    training: Training
+    cascade: Cascade | None = None  # methods whose outputs form a cascade
 
 
 def validated(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -235,6 +235,10 @@ class Cooperative:
         metrics["config"] = {"split_factor": None, **widths, **leader}
         return metrics
 
+    def cascade_stages(self, model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
+        """Teammate A's depths, shallowest first; a deeper depth supersedes (`last`)."""
+        return [(name, model.subnetwork(0, name)) for name in model.plans], "last"
+
     def info(self, params: Params, info: DatasetInfo) -> dict:
         with torch.device("meta"):
             net = self.build_model(params, info)

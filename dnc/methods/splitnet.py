@@ -154,6 +154,10 @@ class SplitNetMethod:
         metrics["config"] = {"split_factor": params.split.factor, **member_config_of(params)}
         return metrics
 
+    def cascade_stages(self, model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
+        """The members in order, combined by the ensemble's own rule (the cascade's stages)."""
+        return [(f"member_{i}", m) for i, m in enumerate(model.members)], model.ensemble
+
     def info(self, params: Params, info: DatasetInfo) -> dict:
         return {}
 

@@ -106,6 +106,7 @@ def train_one_epoch(
     steps_per_epoch: int,
     device: torch.device,
     cfg: TrainConfig,
+    parallel: Any = None,  # dnc.train.distributed placement under torchrun, else None
 ) -> dict[str, float]:
     """One pass over the training batches; returns batch-size-weighted mean of each part."""
     task.train()
@@ -124,10 +125,14 @@ def train_one_epoch(
         with torch.autocast(device.type, enabled=amp):
             parts = task.training_step(views, targets, epoch + step / steps_per_epoch)
         loss = parts["loss"]
-        if not torch.isfinite(loss):
+        if parallel is not None:  # every rank stops when any rank's loss is not finite
+            parallel.check_finite(loss, f"epoch {epoch} step {step}")
+        elif not torch.isfinite(loss):
             raise DivergenceError(f"loss is {loss.item()} at epoch {epoch} step {step}")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if parallel is not None:
+            parallel.sync_grads(task)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -136,6 +141,8 @@ def train_one_epoch(
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value.detach().float() * batch
     elapsed = time.perf_counter() - start
+    if parallel is not None:  # data-parallel: every rank's images
+        sums, seen = parallel.reduce_sums(sums, seen)
     out = {f"train/{k}": float(v) / max(seen, 1) for k, v in sums.items()}
     out["train/lr"] = optimizer.param_groups[0]["lr"]
     out["train/images_per_s"] = seen / max(elapsed, 1e-9)
@@ -195,10 +202,15 @@ def _state_dict(state: TrainState) -> dict[str, Any]:
     }
 
 
-def _save_last(path: Path, task: Task, optimizer, scheduler, scaler, state: TrainState) -> None:
+def _save_last(
+    path: Path, task: Task, optimizer, scheduler, scaler, state: TrainState, flat: dict | None
+) -> None:
     checkpoint.save_atomic(
         {
             "format": "dnc.last/1",
+            # The resolved params: a resume with other ones fails naming the key.
+            "params": flat,
+            "fingerprint": checkpoint.fingerprint(flat) if flat is not None else None,
             "task_state": task.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -210,14 +222,24 @@ def _save_last(path: Path, task: Task, optimizer, scheduler, scaler, state: Trai
     )
 
 
-def _restore(path: Path, task: Task, optimizer, scheduler, scaler, device) -> TrainState:
+def _restore(
+    path: Path, task: Task, optimizer, scheduler, scaler, device, flat: dict | None
+) -> TrainState:
     ckpt = checkpoint.load(path, device)
-    task.load_state_dict(ckpt["task_state"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng_cpu"])
-    return TrainState(**ckpt["state"])
+    if flat is not None:  # before any state is touched: name the changed key
+        checkpoint.verify_params(ckpt, path, flat)
+    try:
+        task.load_state_dict(ckpt["task_state"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        return TrainState(**ckpt["state"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise checkpoint.CheckpointError(
+            f"{path}: does not fit this run ({why}); pass --restart to start over"
+        ) from err
 
 
 def fit(
@@ -232,12 +254,16 @@ def fit(
     callbacks: Sequence[object] = (),
     resume: bool = True,
     best_meta: dict[str, Any] | None = None,
+    parallel: Any = None,  # dnc.train.distributed placement under torchrun, else None
+    run_params: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train `task` for `cfg.epochs`, selecting the best epoch on validation accuracy.
 
     Writes `run_dir/last.pt` (resumable) every epoch and `run_dir/best.pt` (inference
     model + `best_meta`) whenever the validation ensemble accuracy improves; with no
-    validation data the last epoch is the best. Resumes from `last.pt` when present.
+    validation data the last epoch is the best. Resumes from `last.pt` when present;
+    `run_params` (dotted params) are stored in it, and a resume with other ones (up to
+    dnc.config.RESUME_SAFE_KEYS) fails naming the first differing key.
     """
     run_dir = Path(run_dir)
     device = resolve_device(cfg.device)
@@ -252,9 +278,12 @@ def fit(
     last_path, best_path = run_dir / checkpoint.LAST, run_dir / checkpoint.BEST
     state = TrainState()
     if resume and last_path.is_file():
-        state = _restore(last_path, task, optimizer, scheduler, scaler, device)
+        state = _restore(last_path, task, optimizer, scheduler, scaler, device, run_params)
     resumed_from = state.epoch
-    events = CallbackList([*callbacks, *progress_callbacks(cfg.progress, cfg.epochs)])
+    main = parallel is None or parallel.is_main  # rank 0 alone writes and reports
+    # Other ranks keep only the callbacks that take part in a collective (`every_rank`).
+    mine = [c for c in callbacks if main or getattr(c, "every_rank", False)]
+    events = CallbackList([*mine, *progress_callbacks(cfg.progress and main, cfg.epochs)])
     events("on_fit_start", state)
     try:
         for epoch in range(state.epoch + 1, cfg.epochs):
@@ -269,7 +298,10 @@ def fit(
                 steps,
                 device,
                 cfg,
+                parallel,
             )
+            if parallel is not None:  # full single-process layout before eval and saving
+                parallel.sync_state(task, optimizer)
             has_val = _has_data(loaders.val)
             if has_val:
                 metrics.update(validate(task, loaders.val, device, ensemble))
@@ -277,8 +309,10 @@ def fit(
             value = metrics.get("val/ensemble/acc", float(epoch))
             metrics = {"epoch": float(epoch), **metrics}
             state.history.append(metrics)
-            if value > state.best_value or not has_val:
+            improved = value > state.best_value or not has_val
+            if improved:
                 state.best_value, state.best_epoch = value, epoch
+            if improved and main:
                 checkpoint.save_atomic(
                     {
                         "format": "dnc.best/1",
@@ -289,7 +323,8 @@ def fit(
                     },
                     best_path,
                 )
-            _save_last(last_path, task, optimizer, scheduler, scaler, state)
+            if main:
+                _save_last(last_path, task, optimizer, scheduler, scaler, state, run_params)
             events("on_epoch_end", state, metrics)
     except BaseException as error:
         events("on_fit_error", state, error)

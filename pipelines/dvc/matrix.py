@@ -2,7 +2,7 @@
 
 ```yaml
 compare:
-  seeds: [0, 1]              # training seeds; `seed` (top level) still seeds the data split
+  seeds: [0, 1]              # training seeds; `data.split_seed` seeds the (shared) data split
   configs:                   # name -> the dotted keys this configuration changes
     base: {}                 # the sections above, as they are
     s4: {split.factor: 4}    # everything else still comes from the sections above
@@ -27,8 +27,8 @@ from dnc.config import ConfigError, apply_overrides, params_from_dict
 SECTION = "compare"
 # Becomes a DVC stage suffix (`train@s4-0`) and a folder name: no `-`, `@` or `/`.
 NAME = re.compile(r"^[A-Za-z0-9_]+$")
-# The only data keys read at training time; every other data key (and `seed`, which seeds
-# the split) is read by the shared prepare stage, once for all configurations, so a
+# The only data keys read at training time; every other data key (incl. `data.split_seed`)
+# is read by the shared prepare stage, once for all configurations, so a
 # configuration that changed one would silently train on data prepared for the base.
 TRAINING_DATA_KEYS = frozenset(
     {
@@ -84,9 +84,26 @@ def parse_comparison(tree: dict[str, Any]) -> Comparison:
     if not isinstance(configs, dict) or not configs:
         raise ConfigError(f"{SECTION}.configs: expected a mapping name -> {{dotted.key: value}}")
     base = {k: v for k, v in tree.items() if k not in config.declared_sections()}
+    base_error = _error_of(base)
     for name, overrides in configs.items():
-        _check_config(base, str(name), overrides)
+        try:
+            _check_config(base, str(name), overrides)
+        except ConfigError as err:
+            # A bad key of the shared sections (`dvc exp run -S +split.factr=2`) is the user's
+            # key, not a configuration's: name it as typed.
+            if base_error is not None and str(err).endswith(f": {base_error}"):
+                raise ConfigError(base_error) from None
+            raise
     return Comparison({str(k): dict(v) for k, v in configs.items()}, list(seeds))
+
+
+def _error_of(tree: dict[str, Any]) -> str | None:
+    """The validation error of a params tree, or None if it is valid."""
+    try:
+        params_from_dict(tree)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def _check_config(base: dict[str, Any], name: str, overrides: Any) -> None:
@@ -98,9 +115,12 @@ def _check_config(base: dict[str, Any], name: str, overrides: Any) -> None:
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: expected a mapping of dotted.key: value")
     for key in overrides:
-        if key in ("seed", "data") or (key.startswith("data.") and key not in TRAINING_DATA_KEYS):
-            hint = "use compare.seeds" if key == "seed" else "set it in the data section"
-            raise ConfigError(f"{where}.{key}: prepared once for all configurations; {hint}")
+        if key == "seed":  # each stage's --set seed=K would override it
+            raise ConfigError(f"{where}.seed: set by compare.seeds for every configuration")
+        if key == "data" or (key.startswith("data.") and key not in TRAINING_DATA_KEYS):
+            raise ConfigError(
+                f"{where}.{key}: prepared once for all configurations; set it in the data section"
+            )
     try:
         params_from_dict(apply_overrides(base, overrides))
     except ConfigError as err:

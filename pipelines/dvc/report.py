@@ -23,6 +23,7 @@ from typing import Any
 from dnc.config import ConfigError
 from dnc.io import write_text
 from pipelines.common.format import si
+from pipelines.common.machine import platform_line
 from pipelines.dvc.matrix import Comparison, load_comparison, run_name
 
 
@@ -105,8 +106,39 @@ def summarise(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, An
                 for b in latency
             },
             "curve": curve,
+            "cascade": mean_cascade(mine),
         }
     return out
+
+
+def mean_cascade(runs: list[Run]) -> list[dict[str, float]]:
+    """The cascade's (tau, mean MACs, accuracy) averaged over seeds ([] when not measured)."""
+    if not all(r.metrics.get("cascade") for r in runs):
+        return []
+    points = zip(*(r.metrics["cascade"]["points"] for r in runs), strict=True)
+    return [
+        {"tau": ps[0]["tau"], "macs": statistics.fmean(p["macs"] for p in ps),
+         "acc_mean": statistics.fmean(p["acc"] for p in ps)}
+        for ps in points
+    ]  # fmt: skip
+
+
+def plan_section(metrics_dir: Path, params_path: Path, budget_macs: float) -> str:
+    """The budget planner fitted to these runs (pipelines/search/plan.py), or why not."""
+    import argparse
+
+    from dnc.config import ConfigError
+    from pipelines.search.plan import plan
+    from pipelines.search.plan_cli import format_plan, load_runs, make_candidates
+
+    args = argparse.Namespace(runs=str(metrics_dir), target="nll", params=str(params_path))
+    args.set = []
+    try:
+        runs, source = load_runs(args)
+        text = format_plan(plan(runs, make_candidates(args), budget_macs, source), source)
+    except ConfigError as err:
+        text = f"not fitted: {err}"
+    return "## Budget plan (test NLL)\n\n```\n" + text + "\n```\n"
 
 
 def label(config: str, s: dict[str, Any]) -> str:
@@ -127,6 +159,9 @@ def markdown(summary: dict[str, dict[str, Any]], runs: list[Run]) -> str:
         f"{p['data']['train_size'] or 'all'} training images, {n_test} test images; "
         f"mean ± sample std over seeds {seeds} (n={len(seeds)}). MACs = multiply-adds per "
         "image summed over members; k=1 = the first member alone.",
+        "",
+        f"Computed on {platform_line()} (CPU results repeat on one machine, not across CPU "
+        "models).",
         "",
         "| config | S | width (member) | params | MACs | test acc % | mean member acc % "
         "| k=1 acc % | NLL | latency ms (batch) |",
@@ -158,6 +193,9 @@ def macs_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for k, row in enumerate(s["curve"], start=1):
             rows.append({"label": f"k={k}", "macs": row["macs"], "acc": row["acc_mean"],
                          "acc_std": row["acc_std"], "curve": label(config, s)})  # fmt: skip
+        for p in s.get("cascade", [])[1:-1]:  # the ends are k=1 and k=S, plotted already
+            rows.append({"label": f"τ={p['tau']:g}", "macs": p["macs"], "acc": p["acc_mean"],
+                         "curve": f"{config}: cascade", "annotate": False})  # fmt: skip
     return rows
 
 
@@ -217,7 +255,10 @@ def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path
                 for x, y, s in zip(xs, ys, std, strict=True)]  # fmt: skip
         write_text(json.dumps(rows, indent=1) + "\n", out_dir / "curves" / f"{config}.json")
     write_text(json.dumps(summary, indent=2) + "\n", out_dir / "summary.json")
-    write_text(markdown(summary, runs), table)
+    budget = max(s["macs"] for s in summary.values())
+    write_text(
+        markdown(summary, runs) + "\n" + plan_section(metrics_dir, params_path, budget), table
+    )
     return summary
 
 

@@ -26,7 +26,14 @@ def run_train(args: argparse.Namespace) -> dict:
     from pipelines.tracking import runner
 
     params = read_params(args, matrix=True)
-    result = runner.train(params, args.data and Path(args.data), Path(args.out), entry_point="dvc")
+    result = runner.train(
+        params,
+        args.data and Path(args.data),
+        Path(args.out),
+        entry_point="dvc",
+        config=args.config,
+        resume=not args.restart,
+    )
     return {"best_epoch": result.state.best_epoch, "best_val_acc": result.state.best_value}
 
 
@@ -41,6 +48,8 @@ def run_evaluate(args: argparse.Namespace) -> dict:
         Path(args.model_dir),
         Path(args.out),
         entry_point="dvc",
+        config=args.config,
+        allow_incomplete=args.allow_incomplete,
     )
     return {"ensemble_acc": metrics["ensemble"]["acc"]}
 
@@ -70,5 +79,13 @@ def add(parser: argparse.ArgumentParser) -> None:
         for flag in extra:
             p.add_argument(flag, required=flag == "--model-dir", help=EXTRA_HELP[flag])
         p.add_argument("--out", required=True, help="output folder (file for evaluate)")
+        if name == "train":
+            p.add_argument("--restart", action="store_true", help="start over (see dnc train)")
+        if name == "evaluate":
+            p.add_argument(
+                "--allow-incomplete",
+                action="store_true",
+                help="evaluate a run that did not finish train.epochs (see dnc evaluate)",
+            )
         add_verbose(p)
         p.set_defaults(stage_func=func)

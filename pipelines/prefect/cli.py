@@ -54,9 +54,12 @@ def run_experiment(args: argparse.Namespace) -> int:
 def run_sweep(args: argparse.Namespace) -> int:
     """Run flow dnc-sweep in this process; print its result."""
     overrides, grid = read_overrides(args), _grid(args.grid) or None
+    from pipelines.common.workers import check_train_device, parse_devices
     from pipelines.prefect.flows import DEFAULT_GRID, expand_grid, sweep_flow
 
-    expand_grid(args.params, overrides, grid or DEFAULT_GRID)  # every point, before Prefect
+    devices = parse_devices(args.devices)
+    for _, params in expand_grid(args.params, overrides, grid or DEFAULT_GRID):  # before Prefect
+        check_train_device(params.train.device, devices)
     out = sweep_flow(
         params_path=args.params,
         grid=grid,
@@ -64,6 +67,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         max_concurrent=args.max_concurrent,
         out_dir=args.out_dir,
         data_store=args.data_store,
+        devices=devices or None,
+        threads=args.threads,
     )
     return _print(out)
 
@@ -106,6 +111,14 @@ def sweep(p: argparse.ArgumentParser) -> None:
         help="a swept key (repeatable; none given: split.factor=[1, 2, 4])",
     )
     p.add_argument("--max-concurrent", type=int, default=1, help="trainings at once (2 cores: 1)")
+    p.add_argument(
+        "--devices",
+        help="one process per training, worker i pinned to device i (cycled): cuda:0,cuda:1 "
+        "or cpu,cpu (default: threads of this process, one shared device)",
+    )
+    p.add_argument(
+        "--threads", type=int, help="torch threads of each cpu worker (default: cores / workers)"
+    )
     p.set_defaults(func=run_sweep)
 
 

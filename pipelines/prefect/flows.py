@@ -13,15 +13,20 @@ hashes them, `pipelines.dvc.runlock`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import multiprocessing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from dnc import stages
 from dnc.config import ConfigError, Params, load_params
+from pipelines.common import workers
+from pipelines.common.errors import one_line
 from pipelines.prefect.tasks import (
     PLOT,
     RunPaths,
@@ -64,6 +69,18 @@ def expand_grid(
     return [(point, load_config(params_path, {**overrides, **point})) for point in points]
 
 
+@contextlib.contextmanager
+def reason_logged() -> Iterator[None]:
+    """Log a bad parameter as one ERROR line of the flow run, then fail the run with it (the
+    failed state's message, shown by the UI, also names it): `prefect deployment run --watch`
+    prints the run's logs but of its final state only the name."""
+    try:
+        yield
+    except ConfigError as err:
+        run_logger().error("%s", one_line(err))
+        raise
+
+
 # -- flows -----------------------------------------------------------------------------------
 
 
@@ -84,7 +101,8 @@ def experiment_flow(
 ) -> dict[str, Any]:
     """One configuration end to end, into `out_dir` (default `runs/<label>/<flow run>`)."""
     overrides = overrides or {}
-    params = load_config(params_path, overrides)  # before any task: a bad value fails here
+    with reason_logged():
+        params = load_config(params_path, overrides)  # before any task: a bad value fails here
     run_dir = Path(out_dir) if out_dir else Path(RUNS) / run_label(params) / _run_name()
     paths = _paths(params, run_dir, data_store)
     run_logger().info("%s -> %s (data %s)", run_label(params), paths.run, paths.data)
@@ -101,6 +119,19 @@ def experiment_flow(
     return summary(params, paths, metrics)
 
 
+def task_runner(max_concurrent: int, devices: list[str], threads: int | None) -> TaskRunner:
+    """Threads of this process without `devices`; with them, one pinned process per worker
+    (Prefect's process pool; each worker claims its device once, `pipelines.common.workers`)."""
+    if not devices:
+        return ThreadPoolTaskRunner(max_workers=max_concurrent)
+    pins = multiprocessing.get_context("spawn").Queue()  # the pool's start method
+    for pin in workers.plan(devices, max_concurrent, threads):
+        pins.put(pin)
+    return ProcessPoolTaskRunner(
+        max_workers=max_concurrent, initializer=workers.claim, initargs=(pins,)
+    )
+
+
 @flow(name="dnc-sweep", description="a grid of configurations, trained a few at a time")
 def sweep_flow(
     params_path: str = "params.yaml",
@@ -109,19 +140,25 @@ def sweep_flow(
     max_concurrent: int = 1,
     out_dir: str | None = None,
     data_store: str = DATA_STORE,
+    devices: list[str] | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every grid point (default S in 1, 2, 4), `max_concurrent` trainings at a time."""
+    """Every grid point (default S in 1, 2, 4), `max_concurrent` trainings at a time; with
+    `devices` (["cuda:0", "cuda:1"], ["cpu", "cpu"]) each in its own pinned process."""
     overrides = overrides or {}
-    if max_concurrent < 1:
-        raise ConfigError(f"max_concurrent: must be >= 1, got {max_concurrent}")
-    grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)  # all validated
+    with reason_logged():
+        if max_concurrent < 1:
+            raise ConfigError(f"max_concurrent: must be >= 1, got {max_concurrent}")
+        grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)  # all validated
     points, configs = [pt for pt, _ in grid_points], [p for _, p in grid_points]
+    for params in configs:
+        workers.check_train_device(params.train.device, devices or [])
     sweep_dir = Path(out_dir) if out_dir else Path(RUNS) / "sweep" / _run_name()
     paths = [_paths(p, sweep_dir / run_label(p), data_store) for p in configs]
     for data_dir, params in {pth.data: p for p, pth in zip(configs, paths, strict=True)}.items():
         prepare_step(params, data_dir)  # once per distinct data config
     data_dirs = [p.data for p in paths]
-    with ThreadPoolTaskRunner(max_workers=max_concurrent) as pool:
+    with task_runner(max_concurrent, devices or [], threads) as pool:
         trained = pool.map(
             train_members,
             {"params": configs, "data_dir": data_dirs, "model_dir": [p.model for p in paths]},

@@ -4,7 +4,8 @@ Training and evaluation go through `pipelines.tracking.runner` (tracked, entry p
 "prefect"), FLOPs through `dnc.stages.info`, hashes through `pipelines.dvc.runlock`; no model
 logic lives here.
 Prepared data is content-addressed: `<data store>/<data_key>/`, where the key covers
-params.data, the seed, the raw dataset files and the prepared format. The same key is the
+params.data (with data.split_seed; not the training seed), the raw dataset files and the
+prepared format. The same key is the
 Prefect cache key of `prepare`, so runs and sweep points with the same data share one folder.
 """
 
@@ -28,6 +29,7 @@ from dnc.config import DataConfig, Params
 from dnc.data import get_dataset_info
 from dnc.data.prepare import FORMAT as PREPARED_FORMAT
 from dnc.io import write_json
+from pipelines.common.workers import apply_pin
 from pipelines.dvc import plots, runlock
 from pipelines.prefect.report import comparison_table, experiment_table
 from pipelines.tracking import runner
@@ -98,8 +100,9 @@ def _stat(path: Path) -> tuple[int, int]:
 
 
 def data_key(params: Params) -> str:
-    """Content address of the prepared data: params.data + seed + raw files + format."""
-    inputs = [PREPARED_FORMAT, params.data.model_dump(mode="json"), params.seed]
+    """Content address of the prepared data: params.data (incl. data.split_seed) + raw files
+    + format. Not the training seed: runs over seeds share one split."""
+    inputs = [PREPARED_FORMAT, params.data.model_dump(mode="json")]
     return _digest([*inputs, raw_files(params.data)])[:16]
 
 
@@ -142,6 +145,7 @@ def prepare_step(params: Params, data_dir: Path) -> dict[str, Any]:
 @task(name="train", task_run_name="train {model_dir.parent.name}")
 def train_members(params: Params, data_dir: Path, model_dir: Path) -> dict[str, Any]:
     """Co-train the S members into `model_dir` (resumes from its last.pt)."""
+    apply_pin()  # in a pinned pool worker: its device (Prefect resets the environment per task)
     result = runner.train(params, data_dir, model_dir, entry_point=ENTRY_POINT)
     return {
         "model_dir": str(model_dir),
@@ -156,6 +160,7 @@ def evaluate_members(
     params: Params, data_dir: Path, trained: dict[str, Any], metrics_path: Path
 ) -> dict[str, Any]:
     """Test metrics of members, ensemble and k-of-S prefixes -> `metrics_path`."""
+    apply_pin()
     model_dir = Path(trained["model_dir"])
     return runner.evaluate(params, data_dir, model_dir, metrics_path, entry_point=ENTRY_POINT)
 

@@ -37,7 +37,7 @@ def search_flow(
     params_path: str = "params.yaml",
     overrides: dict[str, Any] | None = None,
     data: str | None = None,
-    models_dir: str = "models/search",
+    models_dir: str = "runs/search",
     reports_dir: str = "reports/search",
 ) -> dict:
     """Search split factor, width and co-training weight under the given budgets

@@ -19,6 +19,7 @@ import optuna
 
 from dnc.config import ConfigError, Params
 from dnc.train.engine import DivergenceError, TrainState
+from pipelines.search import ranks
 from pipelines.search.space import SearchConfig, inference_cost, over_budget
 from pipelines.search.study import stable_seed
 from pipelines.tracking import runner
@@ -140,13 +141,15 @@ class Objective:
         trial.set_user_attr("run_dir", str(run_dir))
         single = self.search.mode == "single"
         monitor = TrialMonitor(trial, single, macs, self.n_val, params.train.epochs)
+        # Under torchrun: the other ranks get this trial's params and train it too.
+        callbacks = ranks.lead(monitor, params, self.data_dir, run_dir, resume, number)
         try:
             result = runner.train(
                 params,
                 self.data_dir,
                 run_dir,
                 entry_point="optuna",
-                callbacks=[monitor],
+                callbacks=callbacks,
                 resume=resume,
                 parent_run_id=self.parent_run_id,
                 run_name=f"{self.study_name}/trial_{number}",

@@ -1,7 +1,7 @@
 """`run_search`: one worker of a study, from params to reports (what the CLI and the Prefect
 flow call). Start it in several processes or on several machines to work a study in parallel.
 
-Outputs: trials in `models/search/<study>/trial_<n>/`, prepared data in `data/search/<study>/`
+Outputs: trials in `runs/search/<study>/trial_<n>/`, prepared data in `data/search/<study>/`
 (unless `data_dir` is given), reports in `reports/search/<study>/`, trials as nested MLflow
 runs under the study's parent run.
 """
@@ -19,6 +19,7 @@ import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from dnc.config import ConfigError, Params
+from pipelines.search import ranks
 from pipelines.search.objective import Objective
 from pipelines.search.report import write_reports
 from pipelines.search.space import Budget, SearchConfig, check_feasible, load_search
@@ -75,13 +76,10 @@ def prepare_data(base: Params, data_dir: Path, owned: bool) -> int:
     returns the number of validation images. A given `data_dir` must match the params."""
     meta_path = data_dir / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    matches = meta is not None and (meta.get("config"), meta.get("seed")) == (
-        base.data.model_dump(mode="json"),
-        base.seed,
-    )
+    matches = meta is not None and meta.get("config") == base.data.model_dump(mode="json")
     if not matches:
         if not owned:
-            raise ConfigError(f"--data {data_dir}: not prepared from these data params and seed")
+            raise ConfigError(f"--data {data_dir}: not prepared from these data params")
         meta = runner.prepare(base, data_dir)
     return int(meta["counts"]["val"])
 
@@ -135,11 +133,13 @@ def run_search(
     params_path: Path = Path("params.yaml"),
     overrides: dict[str, Any] | None = None,
     data_dir: Path | None = None,
-    models_dir: Path = Path("models/search"),
+    models_dir: Path = Path("runs/search"),
     reports_dir: Path = Path("reports/search"),
+    seeds: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Work the study until no trial is left or the training budget is spent; write the
-    reports. Bad input raises ConfigError (naming the key) before any compute."""
+    reports. `seeds` are trial points run first (the planner's proposals), then the
+    sampler takes over. Bad input raises ConfigError (naming the key) before any compute."""
     if not STUDY_NAME.match(study):
         raise ConfigError(f"--study {study!r}: use letters, digits, '.', '_' and '-'")
     params_path = Path(params_path)
@@ -147,6 +147,27 @@ def run_search(
     if base.data.val_size < 1:
         raise ConfigError("data.val_size: the search selects on validation accuracy; set > 0")
     check_feasible(base, search)
+    ranks.join(base)  # under torchrun: rank 0 samples, every rank trains (search.ranks)
+    if ranks.is_follower():
+        return ranks.follow(study)
+    try:
+        return _work(
+            study, base, search, params_path, data_dir, models_dir, reports_dir, seeds or []
+        )
+    finally:
+        ranks.release()
+
+
+def _work(
+    study: str,
+    base: Params,
+    search: SearchConfig,
+    params_path: Path,
+    data_dir: Path | None,
+    models_dir: Path,
+    reports_dir: Path,
+    seeds: list[dict[str, Any]],
+) -> dict[str, Any]:
     owned = data_dir is None
     data_dir = Path(data_dir) if data_dir else Path("data/search") / study
     setup: dict[str, Any] = {}
@@ -155,7 +176,7 @@ def run_search(
         setup["n_val"] = prepare_data(base, data_dir, owned)
         setup["parent"] = open_parent_run(optuna_study, search)
 
-    opened = open_study(study, base, search, once)
+    opened = open_study(study, base, search, once, seeds)
     objective = Objective(
         study, base, search, data_dir, Path(models_dir), setup["n_val"], setup["parent"]
     )

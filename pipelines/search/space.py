@@ -74,8 +74,13 @@ class Dimension(_Strict):
         return [int(v) for v in values] if self.is_int else [round(v, 12) for v in values]
 
     def values_for_cost(self) -> list[Value]:
-        """Choices, or the low end of a range (cost grows with width), for the pre-check."""
-        return list(self.choices) if self.choices is not None else [self.low]
+        """The values the budget pre-check tries: the choices, a gridded range's points (up
+        to 64), else both ends of the range (cost need not grow with every key: S)."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.step is not None and (self.high - self.low) / self.step < 64:
+            return self.grid()
+        return [int(v) for v in (self.low, self.high)] if self.is_int else [self.low, self.high]
 
 
 class Budget(_Strict):
@@ -159,13 +164,22 @@ def load_search(
 
 
 def _set_search_key(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    # Space keys contain dots themselves (`space.split.factor.choices`): match them first.
+    # Space keys contain dots themselves (`space.model.width.low`): match them first, so a
+    # whole dimension (`space.model.width={low: 8, high: 32}`) or one field of it is set.
     if dotted.startswith("space."):
-        for key in tree.get("space") or {}:
-            prefix = f"space.{key}."
-            if dotted.startswith(prefix):
-                tree["space"][key][dotted.removeprefix(prefix)] = value
+        space = tree.setdefault("space", {})
+        rest = dotted.removeprefix("space.")
+        for key in sorted(space, key=len, reverse=True):  # the longest key that matches
+            if rest == key:
+                space[key] = value
                 return
+            if rest.startswith(f"{key}."):
+                space[key] = {**(space[key] or {}), rest.removeprefix(f"{key}."): value}
+                return
+        if isinstance(value, dict):  # a new searched key, checked by check_space
+            space[rest] = value
+            return
+        raise ConfigError(f"search.{dotted}: unknown key (not in search.space; give a mapping)")
     node, parts = tree, dotted.split(".")
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
@@ -220,10 +234,11 @@ def over_budget(macs: int, n_params: int, budget: Budget) -> str | None:
 
 
 def check_feasible(base: Params, search: SearchConfig) -> None:
-    """Fail before any compute when no configuration of the space fits the inference budget.
-    Tried: every choice of the cost keys (model, split factor, width), ranges at their low
-    end, where cost is smallest."""
-    if search.budget.macs is None and search.budget.params is None:
+    """Fail before any compute when no configuration of the space fits the inference budget,
+    naming the budget and the cheapest candidate. Tried: every choice of the cost keys
+    (model, split factor, width), gridded ranges at every point, other ranges at both ends."""
+    budget = search.budget
+    if budget.macs is None and budget.params is None:
         return
     costly = ("model.name", "model.style", "split.factor", "model.width")
     cost_keys = [k for k in costly if k in search.space]
@@ -231,10 +246,12 @@ def check_feasible(base: Params, search: SearchConfig) -> None:
     costs = []
     for combo in itertools.product(*options):
         costs.append(inference_cost(base.with_overrides(dict(zip(cost_keys, combo, strict=True)))))
-        if over_budget(*costs[-1], search.budget) is None:
+        if over_budget(*costs[-1], budget) is None:
             return
     macs, n_params = min(costs)
+    limits = [f"{budget.macs:,.0f} MACs" if budget.macs is not None else None]
+    limits.append(f"{budget.params:,.0f} parameters" if budget.params is not None else None)
     raise ConfigError(
-        f"search.budget: no configuration of the space fits (cheapest: {macs:,} MACs, "
-        f"{n_params:,} parameters)"
+        f"search.budget: no configuration of the space fits {' and '.join(filter(None, limits))}"
+        f"; the cheapest costs {macs:,} MACs and {n_params:,} parameters"
     )

@@ -12,9 +12,10 @@ parameters, which then resumes from the trial's checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,12 +95,27 @@ def fingerprint(base: Params, search: SearchConfig) -> dict[str, Any]:
     return {"params": fixed, "mode": search.mode, "space": space}
 
 
-def _check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
-    theirs = study.user_attrs.get("dnc.fingerprint")
-    if theirs is None:
-        study.set_user_attr("dnc.fingerprint", json.loads(json.dumps(mine)))
-        return
+FINGERPRINT = "dnc.fingerprint"  # user attr: a short hash, shown by `optuna studies`
+FINGERPRINT_TEXT = "dnc.fingerprint_text"  # system attr: the full text, to name a change
+METRIC_NAMES = {"single": ["val_acc"], "multi": ["val_acc", "inference_macs"]}
+
+
+def fingerprint_hash(fingerprint: dict[str, Any]) -> str:
+    """A short, stable hash of a fingerprint (canonical JSON)."""
+    text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_fingerprint(study: optuna.Study, storage: RDBStorage, mine: dict[str, Any]) -> None:
+    # The full fingerprint (~2 kB) is a system attr, so that user attrs stay one short row
+    # in `optuna studies` and the dashboard; the hash there still says which study is which.
     mine = json.loads(json.dumps(mine))
+    study_id = storage.get_study_id_from_name(study.study_name)
+    theirs = storage.get_study_system_attrs(study_id).get(FINGERPRINT_TEXT)
+    if theirs is None:
+        storage.set_study_system_attr(study_id, FINGERPRINT_TEXT, mine)
+        study.set_user_attr(FINGERPRINT, fingerprint_hash(mine))
+        return
     for section in ("mode", "space", "params"):
         a, b = theirs.get(section), mine[section]
         if a == b:
@@ -115,11 +131,14 @@ def _check_fingerprint(study: optuna.Study, mine: dict[str, Any]) -> None:
         )
 
 
-def reserve(study: optuna.Study, search: SearchConfig) -> int:
+def reserve(
+    study: optuna.Study, search: SearchConfig, seeds: Sequence[dict[str, Any]] = ()
+) -> int:
     """Top the study up to `n_trials` slots (call under the lock); returns slots added.
-    Grid slots carry their grid point; others are sampled when a worker takes them."""
+    Grid slots carry their grid point; `seeds` (the planner's proposals) fill the first
+    slots; the others are sampled when a worker takes them."""
     fresh = [t for t in study.get_trials(deepcopy=False) if not is_retry(t)]
-    points: list[dict[str, Any]] = [{}] * search.n_trials
+    points: list[dict[str, Any]] = [*seeds, *[{}] * search.n_trials][: search.n_trials]
     if search.sampler == "grid":
         points = grid(search)[: search.n_trials]
     for point in points[len(fresh) :]:
@@ -148,7 +167,11 @@ class Study:
 
 
 def open_study(
-    name: str, base: Params, search: SearchConfig, setup: Callable[[optuna.Study], None]
+    name: str,
+    base: Params,
+    search: SearchConfig,
+    setup: Callable[[optuna.Study], None],
+    seeds: Sequence[dict[str, Any]] = (),
 ) -> Study:
     """Create or load the study, check it is the same study, top up its slots and run
     `setup` (e.g. the MLflow parent run), all under the study lock."""
@@ -163,8 +186,10 @@ def open_study(
         )
         if [d.name.lower() for d in study.directions] != directions(search):
             raise ConfigError(f"search.mode: study {name!r} has other objectives")
-        _check_fingerprint(study, fingerprint(base, search))
-        reserve(study, search)
+        _check_fingerprint(study, storage, fingerprint(base, search))
+        with quiet_experimental():  # the dashboard's axis labels instead of "0", "1"
+            study.set_metric_names(METRIC_NAMES[search.mode])
+        reserve(study, search, seeds)
         setup(study)
     return Study(name, storage, lock, base, search)
 

@@ -2,9 +2,10 @@
 
 Reads the runs of an MLflow experiment (the store of `pipelines.tracking.mlflow_run`), prints a
 table (S, widths, ensemble accuracy, MACs, params, entry point) and writes it as markdown and JSON
-next to a PNG of test accuracy against MACs: one point per run for the full ensemble and a
-line through its k-of-S prefixes (the cheaper models every SplitNet contains) or, for the
-cooperative method, its Teammate depths.
+next to a PNG of test accuracy against MACs: one line per configuration (runs that differ
+only in their seed are averaged), through its k-of-S prefixes (the cheaper models every
+SplitNet contains) or, for the cooperative method, its Teammate depths, labelled with the
+params that tell the configurations apart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pipelines.common.format import si
 # (header, where in the run, format): where = "params.x" | "tags.x" | "metrics.x" | "info.x"
 COLUMNS: list[tuple[str, str, str]] = [
     ("run", "info.run_name", "{}"),
+    ("config", "tags.dnc.config", "{}"),
+    ("seed", "params.seed", "{}"),
     ("method", "tags.dnc.method", "{}"),
     ("model", "tags.dnc.model", "{}"),
     ("dataset", "tags.dnc.dataset", "{}"),
@@ -62,7 +65,7 @@ def run_curve(metrics: dict[str, float], tags: dict[str, str]) -> list[dict[str,
         points.append({"label": label, **_point(metrics, f"test/curve_{i}")})
         i += 1
     k = 1
-    while not points and f"test/k_{k}/acc" in metrics:
+    while not i and f"test/k_{k}/acc" in metrics:  # no curve logged: the prefixes
         points.append({"label": f"k={k}", **_point(metrics, f"test/k_{k}")})
         k += 1
     return points
@@ -92,7 +95,11 @@ def collect_rows(experiment: str, uri: str | None = None) -> list[dict[str, Any]
         token = page.token
         if not token:
             break
-    rows = [run_row(run) for run in runs]
+    keys = configuration_keys([run.data.params for run in runs])
+    rows = [
+        {**run_row(run), "configuration": {k: run.data.params.get(k) for k in keys}}
+        for run in runs
+    ]
     return sorted(rows, key=lambda r: (r["MACs"] or 0.0, -(r["acc %"] or 0.0)))
 
 
@@ -113,15 +120,41 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Repeats of one configuration differ only in these params.
+REPEAT_KEYS = frozenset({"seed"})
+
+
+def configuration_keys(runs_params: list[dict[str, str]]) -> list[str]:
+    """The params keys whose values differ between runs, the seed aside: what tells one
+    configuration from another (run names repeat: every S=1 run is `small_cnn-S1-...`)."""
+    keys = set().union(*runs_params) - REPEAT_KEYS if runs_params else set()
+    return sorted(k for k in keys if len({p.get(k) for p in runs_params}) > 1)
+
+
+def configuration_label(configuration: dict[str, Any]) -> str:
+    """`split.factor=2, model.width=16`: the keys that set a configuration apart."""
+    return ", ".join(f"{k}={v}" for k, v in configuration.items()) or "all runs"
+
+
 def plot_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Points for `plots.accuracy_vs_macs`: one curve per run through its cost/accuracy
-    points (SplitNet: k-of-S prefixes, the last is the full ensemble); else one point."""
-    points = []
+    """Points for `plots.accuracy_vs_macs`: one curve per configuration through its
+    cost/accuracy points (SplitNet: k-of-S prefixes, the last is the full ensemble; else one
+    point), each the mean over the configuration's runs (seeds)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        curve = f"{row['run']} ({row['method']}, S={row['S']})"
-        ensemble = {"label": row["run"], "acc": row["acc %"], "macs": row["MACs"]}
-        for point in row["curve"] or [ensemble]:
-            points.append({**point, "curve": curve})
+        groups.setdefault(configuration_label(row.get("configuration", {})), []).append(row)
+    points = []
+    for label, members in groups.items():
+        curve = f"{label} (mean of {len(members)} runs)" if len(members) > 1 else label
+        by_label: dict[str, list[dict[str, Any]]] = {}
+        for row in members:
+            ensemble = {"label": "ensemble", "acc": row["acc %"], "macs": row["MACs"]}
+            for point in row["curve"] or [ensemble]:
+                by_label.setdefault(point["label"], []).append(point)
+        for name, same in by_label.items():
+            acc = sum(p["acc"] for p in same) / len(same)
+            macs = sum(p["macs"] for p in same) / len(same)
+            points.append({"label": name, "acc": acc, "macs": macs, "curve": curve})
     return points
 
 
@@ -137,7 +170,7 @@ def compare(experiment: str, out_dir: Path, uri: str | None = None) -> dict[str,
     table = markdown_table(rows)
     (out_dir / "compare.md").write_text(f"# Experiment `{experiment}`\n\n{table}")
     (out_dir / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
-    title = f"{experiment}: test accuracy vs MACs (lines: k-of-S prefixes / depths)"
+    title = f"{experiment}: test accuracy vs MACs per configuration (k-of-S prefixes / depths)"
     png = accuracy_vs_macs(plot_rows(rows), out_dir / "accuracy_vs_macs.png", title)
     return {"rows": rows, "table": table, "png": png}
 

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from dnc import stages
 from dnc.config import Params
 from dnc.data import DatasetInfo, get_dataset_info
+from dnc.evaluation.cascade import CascadeModel
+from dnc.methods import get_method
 
 
 class EnsembleClassifier(nn.Module):
@@ -67,6 +69,16 @@ def load_classifier(
     return EnsembleClassifier(model, info.mean, info.std).eval(), info
 
 
+def load_cascade_classifier(
+    params: Params, model_dir: Path, data_dir: Path | None, tau: float
+) -> tuple[EnsembleClassifier, DatasetInfo]:
+    """The method's confidence cascade at threshold `tau`, wrapped for serving."""
+    classifier, info = load_classifier(params, model_dir, data_dir)
+    members, how = get_method(params.method).cascade_stages(classifier.model)
+    cascade = CascadeModel([m for _, m in members], tau, how, params.eval.cascade_gate)
+    return EnsembleClassifier(cascade, info.mean, info.std).eval(), info
+
+
 def input_example(info: DatasetInfo, batch: int = 2) -> np.ndarray:
     """Seeded uniform pixels (batch, C, H, W); batch > 1 keeps the exported batch dynamic."""
     gen = torch.Generator().manual_seed(0)
@@ -74,8 +86,11 @@ def input_example(info: DatasetInfo, batch: int = 2) -> np.ndarray:
     return torch.rand(shape, generator=gen).numpy()
 
 
-def log_classifier(classifier: EnsembleClassifier, example: np.ndarray) -> ModelInfo:
-    """Log `classifier` to the active run as model `model` (signature + input example)."""
+def log_classifier(
+    classifier: EnsembleClassifier, example: np.ndarray, name: str = "model", fmt: str = "pt2"
+) -> ModelInfo:
+    """Log `classifier` to the active run as model `name` (signature + input example).
+    The cascade's row-dependent control flow does not export: it is logged as "pickle"."""
     with torch.no_grad():
         out = classifier(torch.from_numpy(example))
     signature = ModelSignature(
@@ -84,10 +99,10 @@ def log_classifier(classifier: EnsembleClassifier, example: np.ndarray) -> Model
     )
     return mlflow.pytorch.log_model(
         classifier,
-        name="model",
+        name=name,
         signature=signature,
         input_example=example,
-        serialization_format="pt2",
+        serialization_format=fmt,
         # Explicit requirements skip MLflow's ~6 s inference of them.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )

@@ -81,10 +81,12 @@ class TrainingRun:
         entry_point: str,
         parent_run_id: str | None = None,
         run_name: str | None = None,
+        config: str | None = None,
     ) -> None:
         self.store, self.params, self.run_dir = store, params, Path(run_dir)
         self.data_dir = Path(data_dir) if data_dir else None
-        self.entry_point, self.parent_run_id, self.run_name = entry_point, parent_run_id, run_name
+        self.entry_point, self.parent_run_id, self.config = entry_point, parent_run_id, config
+        self.run_name = run_name or schema.run_name(params, config)
         self.run_id: str | None = None
         self._ended = False
         self._warned = False
@@ -97,7 +99,7 @@ class TrainingRun:
             logged = self.store.logged_epochs(previous)
         else:
             tags = {
-                **schema.config_tags(self.params, self.entry_point),
+                **schema.config_tags(self.params, self.entry_point, self.config),
                 **schema.git_tags(),
                 **schema.data_tags(self.data_dir),
             }
@@ -167,13 +169,14 @@ def _evaluation_run(
         store.reopen(previous)
         return previous
     tags = {
-        **schema.config_tags(params, how["entry_point"]),
+        **schema.config_tags(params, how["entry_point"], how["config"]),
         **schema.git_tags(),
         **schema.data_tags(data_dir),
     }
     if previous:
         tags[f"{schema.TAG}previous_run_id"] = previous
-    run_id = store.start_run(params, tags, how["run_name"], how["parent_run_id"])
+    name = how["run_name"] or schema.run_name(params, how["config"])
+    run_id = store.start_run(params, tags, name, how["parent_run_id"])
     path = Path(model_dir) / "history.json"
     history = json.loads(path.read_text()) if path.is_file() else []
     store.log(run_id, epochs=_history_epochs(history, set()))
@@ -192,6 +195,7 @@ def log_evaluation(
     parent_run_id: str | None = None,
     run_name: str | None = None,
     log_model: bool = True,
+    config: str | None = None,
 ) -> str:
     """Log test metrics, metrics JSON, plots and the model to the training's run; end it."""
     model_dir, out_path = Path(model_dir), Path(out_path)
@@ -203,6 +207,7 @@ def log_evaluation(
         entry_point=entry_point,
         run_name=run_name,
         parent_run_id=parent_run_id,
+        config=config,
     )
     try:
         tags = {f"{schema.TAG}eval_entry_point": entry_point}
@@ -217,6 +222,8 @@ def log_evaluation(
             store.log(run_id, tags={f"{schema.TAG}curve_labels": schema.curve_labels(metrics)})
         if log_model:
             _log_model(store, run_id, params, model_dir, data_dir)
+        if log_model and (budget := (metrics.get("cascade") or {}).get("budget")):
+            _log_model(store, run_id, params, model_dir, data_dir, budget["tau"])
     except BaseException as error:
         with contextlib.suppress(Exception):
             store.end(run_id, error)
@@ -242,22 +249,34 @@ def _fluent_tracking_uri(uri: str) -> Iterator[None]:
 
 
 def _log_model(
-    store: Store, run_id: str, params: Params, model_dir: Path, data_dir: Path | None
+    store: Store,
+    run_id: str,
+    params: Params,
+    model_dir: Path,
+    data_dir: Path | None,
+    cascade_tau: float | None = None,
 ) -> None:
     """Log the served model through MLflow's fluent API (the only way `log_model` links a
     run) and tag its URI. A model that cannot be exported costs a warning and a
     `dnc.model_error` tag, not the evaluation already logged."""
     try:
-        classifier, info = logged_model.load_classifier(params, model_dir, data_dir)
+        name, fmt = ("model", "pt2") if cascade_tau is None else ("cascade", "pickle")
+        if cascade_tau is None:
+            classifier, info = logged_model.load_classifier(params, model_dir, data_dir)
+        else:  # the cascade at the tau the validation set picked for the budget
+            classifier, info = logged_model.load_cascade_classifier(
+                params, model_dir, data_dir, cascade_tau
+            )
         with _fluent_tracking_uri(store.uri), mlflow.start_run(run_id=run_id, nested=True):
             # nested: an Optuna study's parent run may be active in this process.
-            model = logged_model.log_classifier(classifier, logged_model.input_example(info))
+            example = logged_model.input_example(info)
+            model = logged_model.log_classifier(classifier, example, name, fmt)
     except Exception as err:
         reason = f"{type(err).__name__}: {err}"[:4000]
         warnings.warn(f"tracking: model not logged to run {run_id}: {reason}", stacklevel=2)
         store.log(run_id, tags={f"{schema.TAG}model_error": reason})
         return
-    store.log(run_id, tags={f"{schema.TAG}model_uri": model.model_uri})
+    store.log(run_id, tags={f"{schema.TAG}{name}_uri": model.model_uri})
 
 
 def attach_files(run_dir: Path, files: list[Path], artifact_path: str = "plots") -> str | None:

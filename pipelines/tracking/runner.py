@@ -8,6 +8,7 @@ environment says `DNC_TRACKING=off`; the tracker's library is imported only when
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,11 +33,13 @@ def train(
     resume: bool = True,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    config: str | None = None,
 ) -> FitResult:
     """Co-train with the given extra engine callbacks (e.g. Optuna pruning), tracked as one
     MLflow run (nested under `parent_run_id` if given; continued on resume)."""
     out_dir = Path(out_dir)
-    tracker = get_tracker()  # imports the tracker's library (MLflow: ~2 s) only when on
+    # Imports the tracker's library (MLflow: ~2 s) only when on; under torchrun rank 0 tracks.
+    tracker = get_tracker() if os.environ.get("RANK", "0") == "0" else None
     if tracker is None:
         return stages.train(params, data_dir, out_dir, callbacks=list(callbacks), resume=resume)
     run = tracker.training_run(
@@ -46,6 +49,7 @@ def train(
         entry_point=entry_point,
         parent_run_id=parent_run_id,
         run_name=run_name,
+        config=config,
     )
     with run.guard():
         # Tracking first: an epoch is logged before a pruning callback may stop the run.
@@ -67,12 +71,16 @@ def evaluate(
     run_name: str | None = None,
     log_model: bool = True,
     devices: Sequence[str] | None = None,
+    config: str | None = None,
+    allow_incomplete: bool = False,
 ) -> dict:
     """Test metrics of the selected checkpoint, written to `out_path` and logged (with the
-    model unless `log_model=False`) to the training's MLflow run. `devices`: see
-    `dnc.stages.evaluate` (members spread over several GPUs)."""
+    model unless `log_model=False`) to the training's MLflow run. `devices`,
+    `allow_incomplete`: see `dnc.stages.evaluate` (metrics["training"]["complete"])."""
     tracker = get_tracker()  # connects before the evaluation's compute
-    metrics = stages.evaluate(params, data_dir, Path(model_dir), Path(out_path), devices)
+    metrics = stages.evaluate(
+        params, data_dir, Path(model_dir), Path(out_path), devices, allow_incomplete
+    )
     if tracker is not None:
         tracker.log_evaluation(
             params,
@@ -84,5 +92,6 @@ def evaluate(
             parent_run_id=parent_run_id,
             run_name=run_name,
             log_model=log_model,
+            config=config,
         )
     return metrics

@@ -8,6 +8,7 @@ metrics are `test/...`; tags say what was run, from which code and data, and by 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,21 @@ TAG = "dnc."  # prefix of dnc's own tags
 
 
 def param_strings(params: Params) -> dict[str, str]:
-    """Dotted key -> value as YAML (`null`, `true`, `[1, 8]`), so `--set k=v` reproduces it."""
+    """Dotted key -> value as YAML (`null`, `true`, `[1, 8]`), so `--set k=v` reproduces it;
+    `model.width` is the resolved width (the family's default when params leave it null)."""
+    flat = params.flat()
+    flat["model.width"] = resolved_width(params)
     return {
-        key: value if isinstance(value, str) else json.dumps(value)
-        for key, value in params.flat().items()
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in flat.items()
     }
+
+
+def resolved_width(params: Params) -> float:
+    """The undivided model's width: `model.width`, else its family's default."""
+    summary = member_summary(
+        params.model.name, params.model.width, params.model.dropout, params.split.factor
+    )
+    return summary["width"]
 
 
 def epoch_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -62,6 +73,11 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     # The method-independent accuracy-vs-cost curve (what `compare` plots).
     for i, point in enumerate(result.get("curve", [])):
         put(f"test/curve_{i}", point)
+    cascade = result.get("cascade") or {}  # per tau: acc, mean MACs, latency
+    for point in cascade.get("points", []):
+        put(f"test/cascade/tau_{point['tau']:g}", {**point, "tau": None})
+    if cascade.get("budget"):
+        put("test/cascade/budget", cascade["budget"])
     out["test/num_images"] = float(result["num_test"])
     return out
 
@@ -71,18 +87,29 @@ def curve_labels(result: dict[str, Any]) -> str:
     return json.dumps([point.get("label", str(i)) for i, point in enumerate(result["curve"])])
 
 
-def run_name(params: Params) -> str:
-    """Default run name: `small_cnn-S2-digits`; other methods prefix themselves
+def dvc_experiment() -> str | None:
+    """The name of the `dvc exp run` experiment running this stage (DVC sets DVC_EXP_NAME)."""
+    return os.environ.get("DVC_EXP_NAME") or None
+
+
+def run_name(params: Params, config: str | None = None) -> str:
+    """Default run name, unique per configuration and seed: `small_cnn-S2-digits-seed0`;
+    a DVC configuration leads (`s4-seed0 small_cnn-S4-digits`), inside `dvc exp run` after
+    the experiment's name (`bushy-kite/s4-seed0 ...`). Other methods prefix their label
     (`auxiliary-small_cnn-S1-digits`, `cooperative-small_cnn-digits`: not divided)."""
-    return get_method(params.method).run_label(params)
+    label = get_method(params.method).run_label(params)
+    name = f"{config}-seed{params.seed} {label}" if config else f"{label}-seed{params.seed}"
+    exp = dvc_experiment()
+    return f"{exp}/{name}" if exp else name
 
 
-def config_tags(params: Params, entry_point: str) -> dict[str, str]:
-    """What was trained: dataset, model, split factor, widths, and which entry point ran it."""
+def config_tags(params: Params, entry_point: str, config: str | None = None) -> dict[str, str]:
+    """What was trained and how to tell it apart in the UI: dataset, model, split factor,
+    widths, seed, the entry point that ran it, the DVC configuration and experiment."""
     variant = params.model.variant  # the name in its style (`_ref` twin for reference)
     m = params.model
     summary = member_summary(variant, m.width, m.dropout, params.split.factor)
-    return {
+    tags = {
         f"{TAG}entry_point": entry_point,
         f"{TAG}method": params.method,
         f"{TAG}dataset": params.data.dataset,
@@ -91,7 +118,13 @@ def config_tags(params: Params, entry_point: str) -> dict[str, str]:
         f"{TAG}split_factor": str(params.split.factor),
         f"{TAG}width": str(summary["width"]),
         f"{TAG}member_width": str(summary["member_width"]),
+        f"{TAG}seed": str(params.seed),
     }
+    if config:
+        tags[f"{TAG}config"] = config
+    if exp := dvc_experiment():
+        tags[f"{TAG}dvc.experiment"] = exp
+    return tags
 
 
 def git_tags(cwd: Path = Path(__file__).parent) -> dict[str, str]:
