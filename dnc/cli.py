@@ -96,6 +96,7 @@ def _cmd_info(args: argparse.Namespace) -> dict:
 
     flags = {
         "model.name": args.model,
+        "model.style": args.style,
         "split.factor": args.split,
         "data.dataset": args.dataset,
         "model.width": args.width,
@@ -189,6 +190,9 @@ def _add_info(sub: Any) -> None:
     )
     _add_params(p)
     p.add_argument("--model", help="registered model (None: params model.name)")
+    p.add_argument(
+        "--style", choices=["preact", "reference"], help="model style (None: params model.style)"
+    )
     p.add_argument("--split", type=int, help="split factor S (None: params split.factor)")
     p.add_argument("--dataset", help="dataset (None: params data.dataset)")
     p.add_argument("--width", type=float, help="undivided width (None: params model.width)")

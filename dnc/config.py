@@ -50,8 +50,23 @@ class DataConfig(Section):
     # imagefolder only: images are resized to this side at prepare time (null = 224).
     image_size: int | None = Field(ge=8)
     augment: Literal["none", "standard"]
+    # AutoAugment (CIFAR-10 policy) on every member's own view, after crop and flip.
+    autoaugment: bool
     random_erasing: float = Field(ge=0.0, le=1.0)  # cutout-style erasing probability
+    # The erased box: [lo, hi] fraction of the area and [lo, hi] aspect ratio.
+    erasing_scale: list[float] = Field(min_length=2, max_length=2)
+    erasing_ratio: list[float] = Field(min_length=2, max_length=2)
     num_workers: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check_erasing(self) -> DataConfig:
+        lo, hi = self.erasing_scale
+        if not 0 < lo <= hi < 1:
+            raise ValueError("erasing_scale must be [lo, hi] with 0 < lo <= hi < 1")
+        lo, hi = self.erasing_ratio
+        if not 0 < lo <= hi:
+            raise ValueError("erasing_ratio must be [lo, hi] with 0 < lo <= hi")
+        return self
 
 
 class ModelConfig(Section):
@@ -59,7 +74,18 @@ class ModelConfig(Section):
     # The family's width argument before division (WRN widen factor, ResNet base width,
     # ResNeXt cardinality, CNN channels); null = the variant's own.
     width: float | None = Field(gt=0)
-    dropout: float = Field(ge=0.0, lt=1.0)  # undivided head dropout; divided per family
+    # Undivided head dropout, divided per family; null = the variant's own (WRN-40-10
+    # reference: 0.1, PyramidNet: ShakeDrop 0.5, others 0).
+    dropout: float | None = Field(ge=0.0, lt=1.0)
+    # preact: dnc's own models; reference: the reference code's twin (`<name>_ref`).
+    style: Literal["preact", "reference"]
+
+    @property
+    def variant(self) -> str:
+        """The registered variant built: `name` in `style` (ValueError if it has none)."""
+        from dnc.models import styled_name  # lazily: the model registry imports torch
+
+        return styled_name(self.name, self.style)
 
 
 class SplitConfig(Section):
@@ -93,6 +119,11 @@ class TrainConfig(Section):
     weight_decay: float = Field(ge=0)
     cot_weight: float = Field(ge=0)  # weight of the Jensen-Shannon co-training term
     cot_warmup_epochs: float = Field(ge=0)
+    cot_warmup_per_epoch: bool  # the warm-up steps once per epoch (reference), not per step
+    # Parameters spared weight decay: none | bias (reference) | norm_bias (biases + norms).
+    weight_decay_exempt: Literal["none", "bias", "norm_bias"]
+    # How the cosine meets min_lr: blend (rescaled to end there) | clamp (max(cos, min_lr)).
+    lr_floor: Literal["blend", "clamp"]
     mixup_alpha: float = Field(ge=0)  # 0 disables mixup; drawn once per batch, shared
     label_smoothing: float = Field(ge=0, lt=1)
     amp: bool  # CUDA only; ignored on CPU

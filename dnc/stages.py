@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from dnc.evaluation.predictions import predictions_path, write_predictions
 from dnc.evaluation.results import validated
 from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
-from dnc.models import get_spec, member_config
+from dnc.models import get_spec, member_config, styled_name
 from dnc.train import checkpoint
 from dnc.train.distributed import setup_parallel
 from dnc.train.engine import FitResult, fit, resolve_device
@@ -47,6 +48,7 @@ def check_params(params: Params) -> None:
     """Registry look-ups that pydantic cannot do; fail before any data is read."""
     for key, lookup, value in (
         ("model.name", get_spec, params.model.name),
+        ("model.style", partial(styled_name, params.model.name), params.model.style),
         ("data.dataset", get_dataset_info, params.data.dataset),
         ("method", get_method, params.method),
     ):
@@ -240,7 +242,7 @@ def evaluate(
     metrics["config"] = {
         "method": params.method,
         "dataset": params.data.dataset,
-        "model": params.model.name,
+        "model": params.model.variant,
         **metrics.get("config", {}),
         "seed": params.seed,
         "device": str(device),
@@ -268,11 +270,12 @@ def info(params: Params) -> dict:
     ds = resolve_info(params.data)
     shape = (ds.in_chans, ds.image_size, ds.image_size)
     m, divide = params.model, params.split.divide_dropout
+    variant = m.variant
 
     def describe(s: int) -> dict:
         with torch.device("meta"):
             net = build_splitnet(
-                m.name,
+                variant,
                 split=s,
                 num_classes=ds.num_classes,
                 in_chans=ds.in_chans,
@@ -281,7 +284,7 @@ def info(params: Params) -> dict:
                 dropout=m.dropout,
                 divide_dropout=divide,
             )
-        widths = member_config(m.name, m.width, m.dropout, s, divide)
+        widths = member_config(variant, m.width, m.dropout, s, divide)
         members = [{"index": i, **widths, **cost(x, shape)} for i, x in enumerate(net.members)]
         total = {k: sum(x[k] for x in members) for k in ("params", "flops", "macs")}
         return {"split": s, "members": members, "ensemble": total}
@@ -289,8 +292,9 @@ def info(params: Params) -> dict:
     divided, undivided = describe(params.split.factor), describe(1)
     return {
         "method": params.method,
-        "model": m.name,
-        "family": get_spec(m.name).family,
+        "model": variant,
+        "style": m.style,
+        "family": get_spec(variant).family,
         "dataset": params.data.dataset,
         "input_shape": list(shape),
         "num_classes": ds.num_classes,

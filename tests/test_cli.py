@@ -9,7 +9,7 @@ import yaml
 
 from dnc import stages
 from dnc.cli import main
-from dnc.models import list_models
+from dnc.models import get_spec, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +33,22 @@ def test_info_wrn28_10_cifar100_cli():
     assert out["ensemble"]["macs"] == sum(m["macs"] for m in out["members"])
 
 
-@pytest.mark.parametrize("name", list_models())
+def _info_models() -> list:
+    """Every model; the reference-style ones (deep twins of covered preact nets, PyramidNet:
+    ~10-30 s of FLOP counting each) are slow, but the tiny PyramidNet-20."""
+    return [
+        pytest.param(n, marks=pytest.mark.slow)
+        if get_spec(n).style == "reference" and n != "pyramidnet20"
+        else n
+        for n in list_models()
+    ]
+
+
+@pytest.mark.parametrize("name", _info_models())
 @pytest.mark.parametrize("split", [1, 2, 4])
 def test_info_every_model(default_params, name, split):
     overrides = {"model.name": name, "split.factor": split, "data.dataset": "cifar100"}
+    overrides["model.style"] = get_spec(name).style  # a reference variant is built as one
     out = stages.info(default_params.with_overrides(overrides))
     assert len(out["members"]) == split
     assert out["ensemble"]["params"] > 0 and out["ensemble"]["macs"] > 0

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
+
 from pipelines.dvc.preset import load_preset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ TINY_VARIANTS = [
     ("bottleneck_resnet20", 8, 8, 3),
     ("basic_resnet20", 8, 8, 3),
     ("resnext11_4x4d", 4, 8, 3),
+    ("pyramidnet20", 8, 8, 3),
 ]
 BATCH = 4
 

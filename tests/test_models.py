@@ -31,10 +31,12 @@ def _num_params(model: nn.Module) -> int:
 
 
 def _cpu_params() -> list:
-    """Every model, the large ones marked slow."""
+    """Every model, the large ones marked slow; so are the deep reference-style ones but the
+    tiny PyramidNet-20 (their twins run here, tests/test_reference_*.py covers them)."""
     params = []
     for name in list_models():
         large = _num_params(_meta_model(name)) > LARGE_PARAMS
+        large |= get_spec(name).style == "reference" and name != "pyramidnet20"
         params.append(pytest.param(name, marks=pytest.mark.slow) if large else name)
     return params
 

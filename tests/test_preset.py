@@ -22,7 +22,13 @@ def test_preset_gives_the_paper_recipe(tmp_path, name, capsys) -> None:
     args = ["preset", name, "--params", str(params), "--presets-dir", str(ROOT / "presets")]
     assert main([*args, "--set", "data.root=/data/cifar"]) == 0
     p = load_params(params)
-    assert (p.data.dataset, p.data.root, p.model.name) == (name, "/data/cifar", "wide_resnet28_10")
+    assert (p.data.dataset, p.data.root, p.model.name, p.model.style) == (
+        name,
+        "/data/cifar",
+        "wide_resnet28_10",
+        "reference",
+    )
+    assert p.model.variant == "wide_resnet28_10_ref"
     t = p.train
     assert (t.epochs, t.lr, t.batch_size, t.weight_decay, t.mixup_alpha) == (
         300,
@@ -34,6 +40,8 @@ def test_preset_gives_the_paper_recipe(tmp_path, name, capsys) -> None:
     assert (t.warmup_epochs, t.warmup_lr, t.min_lr) == (20, 0.005, 1e-4)
     assert (t.cot_weight, t.cot_warmup_epochs, p.data.random_erasing) == (0.5, 40, 0.5)
     assert p.data.val_size > 0 and p.eval.batch_size == 100
+    assert (p.data.autoaugment, p.data.erasing_ratio) == (True, [0.99, 1.0])
+    assert (t.weight_decay_exempt, t.lr_floor, t.cot_warmup_per_epoch) == ("bias", "clamp", True)
     comparison = load_comparison(params)
     assert sorted(c["split.factor"] for c in comparison.configs.values()) == [1, 2, 4]
     assert "# dnc experiment parameters" in params.read_text()  # comments kept

@@ -32,7 +32,10 @@ def data_cfg(**overrides: object) -> DataConfig:
         test_size=150,
         image_size=None,
         augment="standard",
+        autoaugment=False,
         random_erasing=0.0,
+        erasing_scale=[0.02, 0.33],
+        erasing_ratio=[0.3, 3.3],
         num_workers=0,
     )
     return DataConfig(**{**fields, **overrides})

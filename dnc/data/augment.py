@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dnc.config import DataConfig
+from dnc.data.autoaugment import per_sample_autoaugment
 from dnc.data.registry import DatasetInfo
 
 
@@ -90,11 +91,17 @@ def _boxes(
     return bh.gather(1, first)[:, 0], bw.gather(1, first)[:, 0], fits.any(dim=1)
 
 
-def random_erasing(images: Tensor, p: float, g: torch.Generator) -> Tensor:
-    """Zero a random rectangle (2-33 % of the area, aspect 0.3-3.3) with probability `p`."""
+def random_erasing(
+    images: Tensor,
+    p: float,
+    g: torch.Generator,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> Tensor:
+    """Zero a random rectangle (`scale` of the area, aspect `ratio`) with probability `p`."""
     n, _, h, w = images.shape
     dev = images.device
-    bh, bw, fits = _boxes(n, h, w, (0.02, 0.33), (0.3, 3.3), g, dev)
+    bh, bw, fits = _boxes(n, h, w, scale, ratio, g, dev)
     fits &= (bh < h) & (bw < w)  # torchvision never erases the whole image
     top = (torch.rand(n, generator=g, device=dev) * (h - bh + 1)).floor()
     left = (torch.rand(n, generator=g, device=dev) * (w - bw + 1)).floor()
@@ -134,7 +141,9 @@ class BatchViews:
     """uint8 batch (B, C, H, W) -> `num_views` augmented, normalised float32 views (V, B, C, H, W).
 
     With `train=False` or `augment: none` every view is the normalised image itself; with
-    `shared=True` (`split.views: shared`) one augmentation is drawn and every view is a copy.
+    `shared=True` (`split.views: shared`) one augmentation is drawn and every view is a copy;
+    `autoaugment` puts every image of every view through its own AutoAugment draw, and
+    erasing draws its box from `erasing_scale` / `erasing_ratio`.
     """
 
     def __init__(
@@ -145,7 +154,7 @@ class BatchViews:
         train: bool = True,
         shared: bool = False,
     ) -> None:
-        self.info, self.num_views, self.shared = info, num_views, shared
+        self.info, self.cfg, self.num_views, self.shared = info, cfg, num_views, shared
         self.augment = train and cfg.augment == "standard"
         self.erasing = cfg.random_erasing if self.augment else 0.0
         self._scale = 1.0 / (255.0 * torch.tensor(info.std))[:, None, None]  # (C, 1, 1)
@@ -168,11 +177,17 @@ class BatchViews:
         return x.repeat(self.num_views, 1, 1, 1, 1) if self.shared else x  # (V, B, C, H, W)
 
     def _augment(self, x: Tensor, g: torch.Generator) -> Tensor:
+        autoaugment = self.augment and self.cfg.autoaugment
         if self.augment and self.info.crop_padding > 0:
             x = random_pad_crop(x, self.info.crop_padding, g)  # on uint8: pads are black
-            x = self.normalize(random_hflip(x, g) if self.info.hflip else x)
+            x = random_hflip(x, g) if self.info.hflip else x
+            x = self.normalize(per_sample_autoaugment(x, g) if autoaugment else x)
         elif self.augment:
+            x = per_sample_autoaugment(x, g) if autoaugment else x
             x = random_resized_crop(self.normalize(x), self.info.hflip, g)
         else:
             x = self.normalize(x)
-        return random_erasing(x, self.erasing, g) if self.erasing > 0 else x
+        if self.erasing <= 0:
+            return x
+        scale, ratio = self.cfg.erasing_scale, self.cfg.erasing_ratio
+        return random_erasing(x, self.erasing, g, scale, ratio)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dnc.config import DataConfig
 from dnc.data.augment import BatchViews
+from dnc.data.autoaugment import cifar10_policy
 from dnc.data.prepare import ImageSplit, PreparedData
 from dnc.data.registry import DatasetInfo
 from dnc.io import derive_seed
@@ -42,8 +43,9 @@ def build_transform(info: DatasetInfo, cfg: DataConfig, train: bool) -> v2.Trans
     """Per-sample pipeline: uint8 (C, H, W) -> normalised float32 (C, H, W).
 
     `augment: standard` pads-and-crops (or random-resized-crops large images), mirrors where
-    the dataset allows it, and erases with probability `random_erasing` after normalisation;
-    `augment: none` and evaluation only normalise.
+    the dataset allows it, applies AutoAugment when `autoaugment` asks, and erases with
+    probability `random_erasing` after normalisation; `augment: none` and evaluation only
+    normalise.
     """
     from torchvision.transforms import v2  # importing torchvision takes ~3.5 s
 
@@ -55,9 +57,12 @@ def build_transform(info: DatasetInfo, cfg: DataConfig, train: bool) -> v2.Trans
         steps.append(v2.RandomResizedCrop(info.image_size, antialias=True))
     if augment and info.hflip:
         steps.append(v2.RandomHorizontalFlip())
+    if augment and cfg.autoaugment:
+        steps.append(cifar10_policy())
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
     if augment and cfg.random_erasing > 0:
-        steps.append(v2.RandomErasing(p=cfg.random_erasing))
+        scale, ratio = cfg.erasing_scale, cfg.erasing_ratio
+        steps.append(v2.RandomErasing(p=cfg.random_erasing, scale=scale, ratio=ratio))
     return v2.Compose(steps)
 
 

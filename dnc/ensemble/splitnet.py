@@ -45,7 +45,7 @@ def build_splitnet(
     in_chans: int,
     image_size: int,
     width: float | None = None,
-    dropout: float = 0.0,
+    dropout: float | None = 0.0,
     divide_dropout: bool = True,
     ensemble: EnsembleHow = "logits",
 ) -> SplitNet:
@@ -69,7 +69,7 @@ def build_splitnet(
     return SplitNet(members, ensemble)
 
 
-def member_summary(name: str, width: float | None, dropout: float, split: int) -> dict:
+def member_summary(name: str, width: float | None, dropout: float | None, split: int) -> dict:
     """Family, undivided and member width/dropout of a division (for `dnc info`)."""
     spec = get_spec(name)
     cfg = member_config(name, width, dropout, split, True)

@@ -70,10 +70,12 @@ class AuxiliaryTask(Task):
         cot_warmup_epochs: float,
         mixup_alpha: float = 0.0,
         label_smoothing: float = 0.0,
+        cot_warmup_per_epoch: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.auxiliary = auxiliary
+        self.cot_warmup_per_epoch = cot_warmup_per_epoch
         self.cfg = cfg
         self.num_views = model.split_factor
         self.cot_weight, self.cot_warmup_epochs = cot_weight, cot_warmup_epochs
@@ -106,7 +108,8 @@ class AuxiliaryTask(Task):
             "kd_ramp": torch.tensor(ramp),
         }
         if self.model.split_factor > 1:
-            weight = cot_weight_at(epoch, self.cot_weight, self.cot_warmup_epochs)
+            per_epoch = self.cot_warmup_per_epoch
+            weight = cot_weight_at(epoch, self.cot_weight, self.cot_warmup_epochs, per_epoch)
             out["js"] = js_divergence(logits)
             loss = loss + weight * out["js"]
         if self.cfg.attach == "auto":
@@ -143,7 +146,7 @@ def build_auxiliary_task(params: Params, model: SplitNet) -> AuxiliaryTask:
     member = member_config_of(params)
     auxiliary = build_auxiliary(
         model,
-        params.model.name,
+        params.model.variant,
         member["width"],
         member["dropout"],
         cfg,
@@ -152,7 +155,14 @@ def build_auxiliary_task(params: Params, model: SplitNet) -> AuxiliaryTask:
         image_size=first.input_size[1],
     )
     return AuxiliaryTask(
-        model, auxiliary, cfg, t.cot_weight, t.cot_warmup_epochs, t.mixup_alpha, t.label_smoothing
+        model,
+        auxiliary,
+        cfg,
+        t.cot_weight,
+        t.cot_warmup_epochs,
+        t.mixup_alpha,
+        t.label_smoothing,
+        t.cot_warmup_per_epoch,
     )
 
 

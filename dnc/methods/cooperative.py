@@ -171,7 +171,7 @@ def build_cooperative_model(params: Params, info: DatasetInfo) -> CooperativeNet
     torch.manual_seed(params.seed)
     net = config_error(
         lambda: build_cooperative(
-            params.model.name,
+            params.model.variant,
             cfg,
             num_classes=info.num_classes,
             in_chans=info.in_chans,
@@ -230,7 +230,7 @@ class Cooperative:
         metrics = evaluate_cooperative(
             model, loader, device, e.latency_batch_sizes, e.latency_repeats
         )
-        widths = member_config(params.model.name, params.model.width, params.model.dropout, 1)
+        widths = member_config(params.model.variant, params.model.width, params.model.dropout, 1)
         leader = {"leader_width": params.method_config.leader_width}
         metrics["config"] = {"split_factor": None, **widths, **leader}
         return metrics
@@ -255,4 +255,4 @@ class Cooperative:
         }
 
     def run_label(self, params: Params) -> str:
-        return f"cooperative-{params.model.name}-{params.data.dataset}"  # not divided
+        return f"cooperative-{params.model.variant}-{params.data.dataset}"  # not divided

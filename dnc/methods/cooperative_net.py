@@ -110,7 +110,7 @@ def build_cooperative(
     in_chans: int,
     image_size: int,
     width: float | None = None,
-    dropout: float = 0.0,
+    dropout: float | None = 0.0,
     ensemble: EnsembleHow = "logits",
 ) -> CooperativeNet:
     """Two Teammates of model `name` at `width` and a Leader `cfg.leader_width` times wider.

@@ -30,12 +30,14 @@ class CoTrainingTask(Task):
         cot_warmup_epochs: float,
         mixup_alpha: float = 0.0,
         label_smoothing: float = 0.0,
+        cot_warmup_per_epoch: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.num_views = model.split_factor
         self.cot_weight = cot_weight
         self.cot_warmup_epochs = cot_warmup_epochs
+        self.cot_warmup_per_epoch = cot_warmup_per_epoch
         self.mixup_alpha = mixup_alpha
         self.label_smoothing = label_smoothing
 
@@ -48,7 +50,9 @@ class CoTrainingTask(Task):
         out: dict[str, Tensor] = {f"ce_{i}": ce_i.detach() for i, ce_i in enumerate(ce)}
         loss = ce.sum()
         if self.model.split_factor > 1:
-            weight = cot_weight_at(epoch, self.cot_weight, self.cot_warmup_epochs)
+            weight = cot_weight_at(
+                epoch, self.cot_weight, self.cot_warmup_epochs, self.cot_warmup_per_epoch
+            )
             if weight > 0:
                 js = js_divergence(logits)
                 loss = loss + weight * js
@@ -68,14 +72,14 @@ class CoTrainingTask(Task):
 def member_config_of(params: Params) -> dict[str, float]:
     """Width and head dropout of one member of the SplitNet of `params`."""
     m, s = params.model, params.split
-    return member_config(m.name, m.width, m.dropout, s.factor, s.divide_dropout)
+    return member_config(m.variant, m.width, m.dropout, s.factor, s.divide_dropout)
 
 
 def member_net(params: Params, info: DatasetInfo) -> nn.Module:
     """One member of the SplitNet of `params` (width and dropout divided)."""
     cfg = member_config_of(params)
     return create_model(
-        params.model.name,
+        params.model.variant,
         num_classes=info.num_classes,
         in_chans=info.in_chans,
         image_size=info.image_size,
@@ -107,7 +111,7 @@ class SplitNetMethod:
     def build_model(self, params: Params, info: DatasetInfo) -> nn.Module:
         torch.manual_seed(params.seed)
         return build_splitnet(
-            params.model.name,
+            params.model.variant,
             split=params.split.factor,
             num_classes=info.num_classes,
             in_chans=info.in_chans,
@@ -123,7 +127,12 @@ class SplitNetMethod:
         # fused: one packed net trains; checkpoints keep the loop layout.
         trained = execution_model(model, params.split.execution)
         return CoTrainingTask(
-            trained, t.cot_weight, t.cot_warmup_epochs, t.mixup_alpha, t.label_smoothing
+            trained,
+            t.cot_weight,
+            t.cot_warmup_epochs,
+            t.mixup_alpha,
+            t.label_smoothing,
+            t.cot_warmup_per_epoch,
         )
 
     def weight_decay(self, params: Params) -> float:
@@ -157,4 +166,4 @@ class SplitNetMethod:
         return {}
 
     def run_label(self, params: Params) -> str:
-        return f"{params.model.name}-S{params.split.factor}-{params.data.dataset}"
+        return f"{params.model.variant}-S{params.split.factor}-{params.data.dataset}"

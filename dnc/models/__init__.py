@@ -4,9 +4,18 @@ Importing this package registers every family (one module each, with its divide 
 every variant; build one with `create_model(name, ...)`.
 """
 
-from dnc.models import resnet_cifar, resnext, small_cnn, wide_resnet  # noqa: F401  (registers)
+from dnc.models import (  # noqa: F401  (registers)
+    pyramidnet,
+    reference_resnet,
+    resnet_cifar,
+    resnext,
+    small_cnn,
+    wide_resnet,
+)
 from dnc.models.divide import divide_dropout, divide_weight_decay, member_config, split_width
 from dnc.models.registry import (
+    REFERENCE_NAMES,
+    STYLES,
     Family,
     ModelSpec,
     check_backbone,
@@ -18,11 +27,14 @@ from dnc.models.registry import (
     register_alias,
     register_family,
     register_model,
+    styled_name,
 )
 
 __all__ = [
     "Family",
     "ModelSpec",
+    "REFERENCE_NAMES",
+    "STYLES",
     "check_backbone",
     "create_model",
     "divide_dropout",
@@ -36,4 +48,5 @@ __all__ = [
     "register_family",
     "register_model",
     "split_width",
+    "styled_name",
 ]

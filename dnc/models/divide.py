@@ -68,15 +68,17 @@ def divide_weight_decay(wd: float, split: int, rule: str) -> float:
 def member_config(
     name: str,
     width: float | None,
-    dropout: float,
+    dropout: float | None,
     split: int,
     divide_dropout_flag: bool = True,
 ) -> dict[str, float]:
     """Width and head dropout of one member of model `name` divided into `split` parts.
 
-    `width=None` starts from the variant's default width. Returns {"width", "dropout"},
-    ready to pass to `create_model`.
+    `width=None` / `dropout=None` start from the variant's defaults. Returns {"width",
+    "dropout"}, ready to pass to `create_model`.
     """
-    base_width = get_spec(name).default_width if width is None else width
+    spec = get_spec(name)
+    base_width = spec.default_width if width is None else width
+    dropout = spec.default_dropout if dropout is None else dropout
     member_dropout = divide_dropout(name, dropout, split) if divide_dropout_flag else dropout
     return {"width": split_width(name, base_width, split), "dropout": member_dropout}

@@ -5,6 +5,11 @@ divide rule, then decorates one small builder per variant with `@register_model`
 family is the module's name (as timm infers it), so adding a family is adding one file.
 Each variant is built once (at width 1) at registration and checked against the
 Backbone contract the methods rely on. Configs only ever name a variant (`wide_resnet28_10`).
+
+A variant has a style: `preact` (dnc's own models, the default) or `reference` (the
+SplitNet reference code's function, `dnc/models/reference_resnet.py`, PyramidNet). A
+reference variant may be the twin of a preact one (`twin_of`), which is how
+`model.style: reference` turns `wide_resnet28_10` into `wide_resnet28_10_ref`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from torch import nn
 
 Builder = Callable[..., nn.Module]
 WidthRule = Callable[[float, int], float]
+Style = Literal["preact", "reference"]
+STYLES: tuple[Style, ...] = ("preact", "reference")
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,16 @@ class ModelSpec:
     # builder(num_classes=, in_chans=, image_size=, width=, dropout=) -> nn.Module
     builder: Builder
     description: str
+    style: Style = "preact"
+    # Undivided head dropout when `model.dropout` is null (WRN-40-10 reference: 0.1).
+    default_dropout: float = 0.0
 
 
 _FAMILIES: dict[str, Family] = {}
 _REGISTRY: dict[str, ModelSpec] = {}
 _ALIASES: dict[str, str] = {}  # deprecated name -> current name
+# Preact variant -> its reference-style twin (same family, width and paper weight decay).
+REFERENCE_NAMES: dict[str, str] = {}
 
 
 def _caller_module() -> str:
@@ -122,25 +134,45 @@ def register_model(
     base_weight_decay: float,
     description: str,
     family: str | None = None,
+    *,
+    style: Style = "preact",
+    twin_of: str | None = None,
+    default_dropout: float = 0.0,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering `builder` as variant `name` of its module's family.
 
     The family (default: the builder's module name) must be registered first; the variant
-    is built once, tiny, and must satisfy the Backbone contract.
+    is built once, tiny, and must satisfy the Backbone contract. `twin_of` names the preact
+    variant a reference-style one replaces under `model.style: reference`.
     """
     if default_width <= 0:
         raise ValueError(f"default_width must be positive, got {default_width}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if twin_of is not None and (style != "reference" or get_spec(twin_of).style != "preact"):
+        raise ValueError(f"{name!r}: twin_of needs a reference variant of a preact one")
 
     def decorate(builder: Builder) -> Builder:
         fam = get_family(family or family_of_module(builder.__module__)).name
         if name in _REGISTRY or name in _ALIASES:
             raise ValueError(f"model {name!r} is already registered")
-        spec = ModelSpec(name, fam, float(default_width), base_weight_decay, builder, description)
+        spec = ModelSpec(
+            name,
+            fam,
+            float(default_width),
+            base_weight_decay,
+            builder,
+            description,
+            style=style,
+            default_dropout=default_dropout,
+        )
         # Width 1 on tiny inputs: the same module layout as any width, built in milliseconds
         # (a meta-device context would import torch's compiler stack, ~2 s per process).
         model = builder(num_classes=2, in_chans=1, image_size=8, width=1.0, dropout=0.0)
         check_backbone(model, name)
         _REGISTRY[name] = spec
+        if twin_of is not None:
+            REFERENCE_NAMES[twin_of] = name
         return builder
 
     return decorate
@@ -179,6 +211,27 @@ def get_spec(name: str) -> ModelSpec:
         raise ValueError(f"unknown model {name!r}; choose one of: {choices}") from None
 
 
+def styled_name(name: str, style: Style) -> str:
+    """The variant `name` is in `style`: itself, or its reference twin; ValueError otherwise.
+
+    `reference` maps a preact variant to its `_ref` twin and keeps a reference variant;
+    `preact` keeps a preact variant and refuses a reference-only one (PyramidNet, `*_ref`).
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
+    spec = get_spec(name)
+    if spec.style == style:
+        return spec.name
+    if style == "reference" and spec.name in REFERENCE_NAMES:
+        return REFERENCE_NAMES[spec.name]
+    if style == "reference":
+        twins = ", ".join(sorted(REFERENCE_NAMES))
+        raise ValueError(
+            f"{name!r} has no reference-style twin (those with one: {twins}); use style preact"
+        )
+    raise ValueError(f"{name!r} exists only in style reference")
+
+
 def create_model(
     name: str,
     *,
@@ -186,14 +239,16 @@ def create_model(
     in_chans: int,
     image_size: int,
     width: float | None = None,
-    dropout: float = 0.0,
+    dropout: float | None = 0.0,
+    style: Style | None = None,
 ) -> nn.Module:
     """Build variant `name` for a dataset; `width=None` means the variant's default width.
 
-    `width` and `dropout` are taken as given: divide them first (`member_config`) when
-    building a member of a split network.
+    `width` and `dropout` are taken as given (`dropout=None`: the variant's default): divide
+    them first (`member_config`) when building a member of a split network. `style`, when
+    given, builds `styled_name(name, style)` (e.g. the reference twin) instead of `name`.
     """
-    spec = get_spec(name)
+    spec = get_spec(name if style is None else styled_name(name, style))
     if width is not None and width <= 0:
         raise ValueError(f"width must be positive, got {width}")
     return spec.builder(
@@ -201,5 +256,5 @@ def create_model(
         in_chans=in_chans,
         image_size=image_size,
         width=spec.default_width if width is None else width,
-        dropout=dropout,
+        dropout=spec.default_dropout if dropout is None else dropout,
     )

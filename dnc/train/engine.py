@@ -22,6 +22,7 @@ from torch import Tensor
 from dnc.config import TrainConfig
 from dnc.train import checkpoint
 from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.param_groups import exempt_groups
 from dnc.train.progress import batch_bar, progress_callbacks
 from dnc.train.schedule import build_scheduler
 
@@ -273,9 +274,8 @@ def fit(
     if cfg.channels_last:  # weights too: a conv runs channels-last only when both are
         task.to(memory_format=torch.channels_last)
     steps = max(1, len(loaders.train_epoch(0)))
-    optimizer = torch.optim.SGD(
-        task.param_groups(weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
-    )
+    groups = exempt_groups(task, task.param_groups(weight_decay), cfg.weight_decay_exempt)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     scheduler = build_scheduler(optimizer, cfg, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     last_path, best_path = run_dir / checkpoint.LAST, run_dir / checkpoint.BEST

@@ -28,14 +28,20 @@ def js_divergence(logits: Tensor) -> Tensor:
     return (entropy(log_mean) - entropy(log_p).mean(dim=0)).mean()
 
 
-def cot_weight_at(epoch: float, cot_weight: float, warmup_epochs: float) -> float:
+def cot_weight_at(
+    epoch: float, cot_weight: float, warmup_epochs: float, per_epoch: bool = False
+) -> float:
     """Co-training weight w(epoch): linear warm-up floored at 0.005, then constant.
 
-    `cot_weight` 0 is exactly 0 at every epoch (independent members, no JSD at all): the
-    floor only keeps a non-zero weight from starting at 0, it never switches co-training on.
+    `per_epoch` holds w fixed within an epoch (the reference code steps it once per
+    epoch); by default it ramps every iteration with the fractional epoch. `cot_weight` 0 is
+    exactly 0 at every epoch (independent members, no JSD at all): the floor only keeps a
+    non-zero weight from starting at 0, it never switches co-training on.
     """
     if cot_weight == 0:
         return 0.0
+    if per_epoch:
+        epoch = math.floor(epoch)
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return max(cot_weight * epoch / warmup_epochs, 0.005)
     return cot_weight

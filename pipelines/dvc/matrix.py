@@ -36,7 +36,16 @@ NAME = re.compile(r"^[A-Za-z0-9_]+$")
 # The only data keys read at training time; every other data key (incl. `data.split_seed`)
 # is read by the shared prepare stage, once for all configurations, so a
 # configuration that changed one would silently train on data prepared for the base.
-TRAINING_DATA_KEYS = frozenset({"data.augment", "data.random_erasing", "data.num_workers"})
+TRAINING_DATA_KEYS = frozenset(
+    {
+        "data.augment",
+        "data.autoaugment",
+        "data.random_erasing",
+        "data.erasing_scale",
+        "data.erasing_ratio",
+        "data.num_workers",
+    }
+)
 
 
 @dataclass(frozen=True)

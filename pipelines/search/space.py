@@ -240,7 +240,8 @@ def check_feasible(base: Params, search: SearchConfig) -> None:
     budget = search.budget
     if budget.macs is None and budget.params is None:
         return
-    cost_keys = [k for k in ("model.name", "split.factor", "model.width") if k in search.space]
+    costly = ("model.name", "model.style", "split.factor", "model.width")
+    cost_keys = [k for k in costly if k in search.space]
     options = [search.space[k].values_for_cost() for k in cost_keys]
     costs = []
     for combo in itertools.product(*options):

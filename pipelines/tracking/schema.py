@@ -106,14 +106,14 @@ def run_name(params: Params, config: str | None = None) -> str:
 def config_tags(params: Params, entry_point: str, config: str | None = None) -> dict[str, str]:
     """What was trained and how to tell it apart in the UI: dataset, model, split factor,
     widths, seed, the entry point that ran it, the DVC configuration and experiment."""
-    summary = member_summary(
-        params.model.name, params.model.width, params.model.dropout, params.split.factor
-    )
+    variant = params.model.variant  # the name in its style (`_ref` twin for reference)
+    m = params.model
+    summary = member_summary(variant, m.width, m.dropout, params.split.factor)
     tags = {
         f"{TAG}entry_point": entry_point,
         f"{TAG}method": params.method,
         f"{TAG}dataset": params.data.dataset,
-        f"{TAG}model": params.model.name,
+        f"{TAG}model": variant,
         f"{TAG}family": str(summary["family"]),
         f"{TAG}split_factor": str(params.split.factor),
         f"{TAG}width": str(summary["width"]),

@@ -126,9 +126,7 @@ def epoch_timestamps(repo: Path, run_id: str) -> dict[int, list[float]]:
 
 def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
     run_dir = repo / "models" / "base" / "seed0"
-    killed_at = repro_killed_when(
-        repo, "run@base", lambda: 1 <= last_epoch(run_dir) < EPOCHS - 2
-    )
+    killed_at = repro_killed_when(repo, "run@base", lambda: 1 <= last_epoch(run_dir) < EPOCHS - 2)
     done_before_kill = last_epoch(run_dir)
     assert done_before_kill >= 1  # the kill happened mid-training
     out = sh(repo, "dvc", "repro", "run@base")
