@@ -256,9 +256,18 @@ def evaluate(
     }
     metrics["training"] = progress
     metrics = validated(metrics)  # the typed schema readers rely on
-    if predictions is not None:  # beside the JSON: the paired tests' per-example input
-        write_predictions(predictions_path(Path(out_path)), **predictions)
-    write_json(metrics, Path(out_path))
+    if predictions is None:
+        write_json(metrics, Path(out_path))
+        return metrics
+    # Beside the JSON: the paired tests' per-example input. Both or neither: a failed JSON
+    # write (disk full) takes the predictions with it, so no half evaluation is left.
+    pred_path = predictions_path(Path(out_path))
+    write_predictions(pred_path, **predictions)
+    try:
+        write_json(metrics, Path(out_path))
+    except BaseException:
+        pred_path.unlink(missing_ok=True)
+        raise
     return metrics
 
 
