@@ -22,6 +22,9 @@ from dnc.io import write_json
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "2.0"  # dvc.lock's schema; the stage entries below have its shape
 LOCKED_STAGES = ("prepare", "train", "evaluate")
+# dvc.yaml runs train and evaluate in one `run` stage per configuration; a flow run keeps them
+# apart, each locked with the `run` stage's declared params and code.
+DVC_STAGE = {"prepare": "prepare", "train": "run", "evaluate": "run"}
 
 
 @cache
@@ -62,14 +65,14 @@ def dvc_stage_inputs(root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
     path = root / "dvc.yaml"
     specs = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.is_file() else {}
     made = {str(o) for s in specs.values() for o in _names(s.get("outs", []))}
-    return {
+    declared = {
         name: {
             "params": [p for p in _names(spec.get("params", [])) if "${" not in p],
             "code": [d for d in _names(spec.get("deps", [])) if "${" not in d and d not in made],
         }
         for name, spec in specs.items()
-        if name in LOCKED_STAGES
     }
+    return {s: declared[DVC_STAGE[s]] for s in LOCKED_STAGES if DVC_STAGE[s] in declared}
 
 
 def _names(entries: list[Any]) -> list[str]:
