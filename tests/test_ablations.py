@@ -42,13 +42,14 @@ def test_cot_weight_zero_loss_is_exactly_the_sum_of_cross_entropies():
 def _digits_cfg(**kw: object) -> DataConfig:
     fields = dict(dataset="digits", root=None, download=False, val_size=50, train_size=100,
                   test_size=50, image_size=None, augment="standard", random_erasing=0.5,
-                  num_workers=0, split_seed=0)  # fmt: skip
+                  num_workers=0, split_seed=0, autoaugment=False, erasing_scale=[0.02, 0.33],
+                  erasing_ratio=[0.3, 3.3])  # fmt: skip
     return DataConfig(**{**fields, **kw})
 
 
 def test_shared_views_give_every_member_the_same_input():
     cfg, info = _digits_cfg(), get_dataset_info("digits")
-    images = prepare_in_memory(cfg, seed=0).train.images[:16]
+    images = prepare_in_memory(cfg).train.images[:16]
     shared = BatchViews(info, cfg, 3, shared=True)(images, torch.Generator().manual_seed(1))
     assert shared.shape[0] == 3
     assert torch.equal(shared[0], shared[1]) and torch.equal(shared[0], shared[2])

@@ -154,7 +154,9 @@ def test_search_workers_are_pinned_processes_on_one_storage(tmp_path, monkeypatc
     summaries = [line for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     assert len(summaries) == 2  # two worker processes, one summary line each
     trials = _study(tmp_path, "pinned").get_trials()
-    assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    # Exactly n_trials finished between the two workers (Hyperband may prune one).
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(trials) == 3 and all(t.state in finished for t in trials)
 
 
 @pytest.mark.slow
