@@ -73,7 +73,7 @@ def trial_states(folder: Path) -> list[str]:
 
 def test_paused_worker_is_taken_over_and_stops_writing(tmp_path):
     write_params(tmp_path)
-    trial_0 = tmp_path / "models" / "search" / STUDY / "trial_0"
+    trial_0 = tmp_path / "runs" / "search" / STUDY / "trial_0"
     paused = worker(tmp_path)
     deadline = time.monotonic() + 300
     while not 1 <= last_epoch(trial_0) < EPOCHS - 3:  # mid-training, the lock released
