@@ -179,7 +179,7 @@ def test_search_under_torchrun_trains_each_trial_on_every_rank(tmp_path):
     assert sorted(f["number"] for f in followed) == sorted(t.number for t in trials)
     states = {t.number: t.state.name.lower() for t in trials}  # complete / pruned
     for entry in followed:  # rank 1 trained exactly the params rank 0 sampled and saved
-        saved = tmp_path / "models" / "search" / "ddp" / f"trial_{entry['number']}"
+        saved = tmp_path / "runs" / "search" / "ddp" / f"trial_{entry['number']}"
         text = json.dumps(json.loads((saved / "params.json").read_text()), sort_keys=True)
         assert entry["params"] == hashlib.sha256(text.encode()).hexdigest()
         # ... and stopped where rank 0 stopped: a pruned trial is pruned on every rank
