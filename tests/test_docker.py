@@ -272,7 +272,7 @@ def test_search_study_keeps_its_trials_in_postgres(stack: Stack) -> None:
     )
     # The tiny run's width: the default space (widths 16-64) trains for minutes on 2 cores.
     space = {"split.factor": {"choices": [1, 2]}, "model.width": {"choices": [8]}}
-    overrides = {**TINY, "search.space": space}
+    overrides = {**TINY, "search.space": space, "search.pruner": "none"}  # both trials complete
     params = {"study": "docker-e2e", "n_trials": 2, "storage": storage, "overrides": overrides}
     run = stack.wait_flow_run(
         stack.run_deployment("dnc-search/docker", params), FINAL, timeout=900
