@@ -124,3 +124,10 @@ def test_test_count_matches_pytest():
     actual = int(match.group(1))
     for doc, n in claims:
         assert n == actual, f"{doc} says {n} tests; pytest collects {actual}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_docs_cite_only_the_repository(doc):
+    """Users have the repository only: no guide outside it is cited."""
+    outside = re.findall(r"\.\./shared|\bDESIGN\.md\b|\bSTYLE\.md\b|paper-facts", _text(doc))
+    assert not outside, f"{doc.name} cites guides outside the repository: {outside}"
