@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _mlflow_global_uri():
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    return getattr(utils, "_tracking_uri", None)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_tracking_uri():
+    """A test that points MLflow's process-wide tracking URI elsewhere and leaves it there
+    silently redirects every later test's `runs:/` lookups: fail the leaking test instead."""
+    before = _mlflow_global_uri()
+    yield
+    after = _mlflow_global_uri()
+    if after != before:
+        sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = before
+        pytest.fail(f"test left MLflow's global tracking URI set to {after!r}")
 
 
 @pytest.fixture(scope="session")

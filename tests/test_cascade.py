@@ -161,15 +161,16 @@ def test_logged_cascade_model_round_trips_through_mlflow(tmp_path, monkeypatch) 
     import mlflow.pytorch
 
     from pipelines.tracking.logged_model import EnsembleClassifier, log_classifier
+    from pipelines.tracking.mlflow_run import _fluent_tracking_uri
 
     torch.manual_seed(0)
     members = [nn.Sequential(nn.Flatten(), nn.Linear(16, 3)) for _ in range(3)]
     served = EnsembleClassifier(CascadeModel(members, 0.6, "softmax"), (0.5,), (0.25,)).eval()
     pixels = torch.rand(8, 1, 4, 4)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    with mlflow.start_run():
-        info = log_classifier(served, pixels[:2].numpy(), "cascade", "pickle")
-    loaded = mlflow.pytorch.load_model(info.model_uri)
+    with _fluent_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db"):
+        with mlflow.start_run():
+            info = log_classifier(served, pixels[:2].numpy(), "cascade", "pickle")
+        loaded = mlflow.pytorch.load_model(info.model_uri)
     # oracle: the batched cascade run by hand on the normalised pixels
     expected, _ = run_cascade(members, (pixels - 0.5) / 0.25, 0.6, "softmax")
     assert torch.allclose(loaded(pixels), expected, atol=1e-6)
