@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +48,74 @@ def no_leaked_tracking_uri():
     if after != before:
         sys.modules["mlflow.tracking._tracking_service.utils"]._tracking_uri = before
         pytest.fail(f"test left MLflow's global tracking URI set to {after!r}")
+
+
+# Test tiers (docs/testing.md). `slow` marks the end-to-end tier, `integration` the tests that
+# start processes or servers; every other test is a unit test, and is held to it: while it
+# runs (its fixtures included) starting a process or touching a TCP socket fails it.
+TIERS = {"e2e": "slow", "integration": "integration"}
+
+
+def tier_of(item: pytest.Item) -> str:
+    return next((t for t, mark in TIERS.items() if item.get_closest_marker(mark)), "unit")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, so `-m unit`, `-m integration`, `-m e2e` select one."""
+    for item in items:
+        item.add_marker(tier_of(item))
+
+
+class TierViolation(RuntimeError):
+    pass
+
+
+def _refuse(what: str, original):
+    def guarded(*args, **kwargs):
+        sock = args[0] if args else None
+        if isinstance(sock, socket.socket) and sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return original(*args, **kwargs)  # Unix sockets and socketpairs stay local
+        _VIOLATIONS.append(what)
+        raise TierViolation(f"a unit test {what}: mark it `integration` (or `slow`)")
+
+    return guarded
+
+
+_VIOLATIONS: list[str] = []
+_GUARDED = [
+    (subprocess.Popen, "_execute_child", "started a process"),
+    (os, "fork", "forked"),
+    (multiprocessing.util, "spawnv_passfds", "spawned a process"),
+    (socket.socket, "connect", "opened a TCP connection"),
+    (socket.socket, "connect_ex", "opened a TCP connection"),
+    (socket.socket, "bind", "bound a TCP port"),
+]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """A unit test (and the fixtures it sets up) may not start processes or use TCP."""
+    if tier_of(item) != "unit":
+        yield
+        return
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in _GUARDED]
+    for (owner, name, what), (_, _, original) in zip(_GUARDED, saved):
+        setattr(owner, name, _refuse(what, original))
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+@pytest.fixture(autouse=True)
+def unit_tier_is_kept():
+    """Fails a unit test that swallowed a TierViolation."""
+    _VIOLATIONS.clear()
+    yield
+    if _VIOLATIONS:
+        pytest.fail(f"a unit test {_VIOLATIONS[0]}: mark it `integration` (or `slow`)")
 
 
 @pytest.fixture(scope="session")

@@ -156,6 +156,7 @@ def test_cooperative_cascades_over_teammate_a_depths(tiny_params, tmp_path) -> N
     assert points[1.01].macs == sum(d["macs"] for d in depths)
 
 
+@pytest.mark.integration
 def test_logged_cascade_model_round_trips_through_mlflow(tmp_path, monkeypatch) -> None:
     import mlflow
     import mlflow.pytorch

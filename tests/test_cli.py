@@ -21,6 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_info_wrn28_10_cifar100_cli():
     proc = run_cli("info", "--model", "wide_resnet28_10", "--split", "4", "--dataset", "cifar100")
     assert proc.returncode == 0, proc.stderr
@@ -57,6 +58,7 @@ def test_info_every_model(default_params, name, split):
     json.dumps(out)
 
 
+@pytest.mark.integration
 def test_bad_key_exits_2_before_work(tmp_path):
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
     tree["split"]["factr"] = 2
@@ -150,6 +152,7 @@ def test_bugs_keep_their_traceback(monkeypatch):
         main(["info"])
 
 
+@pytest.mark.integration
 def test_every_help_shows_defaults():
     for command in ("info", "prepare", "train", "evaluate"):
         proc = run_cli(command, "--help")

@@ -46,6 +46,7 @@ def services(*files: str) -> dict:
 @pytest.mark.parametrize(
     "files", [("compose.yaml",), ("compose.yaml", "compose.gpu.yaml")], ids=["cpu", "gpu"]
 )
+@pytest.mark.integration
 def test_every_compose_file_is_valid(files: tuple[str, ...]) -> None:
     assert config(*files).returncode == 0
 
@@ -55,12 +56,14 @@ def test_every_compose_file_is_checked() -> None:
     assert {p.name for p in DOCKER.glob("compose*.yaml")} == {"compose.yaml", "compose.gpu.yaml"}
 
 
+@pytest.mark.integration
 def test_password_is_required() -> None:
     out = config("compose.yaml", password=None)
     assert out.returncode != 0
     assert "DNC_PG_PASSWORD" in out.stderr
 
 
+@pytest.mark.integration
 def test_published_ports_bind_loopback_only() -> None:
     published = {
         name: svc["ports"] for name, svc in services("compose.yaml").items() if svc.get("ports")
@@ -72,6 +75,7 @@ def test_published_ports_bind_loopback_only() -> None:
             assert host_ip == "127.0.0.1", (name, port)
 
 
+@pytest.mark.integration
 def test_servers_start_after_their_dependencies_are_healthy() -> None:
     svcs = services("compose.yaml")
     for name, svc in svcs.items():
@@ -88,6 +92,7 @@ def test_servers_start_after_their_dependencies_are_healthy() -> None:
     assert set(svcs["mlflow"]["depends_on"]) == {"postgres"}
 
 
+@pytest.mark.integration
 def test_one_database_per_service_and_no_telemetry() -> None:
     svcs = services("compose.yaml")
     assert svcs["postgres"]["environment"]["POSTGRES_DATABASES"].split() == [
@@ -105,6 +110,7 @@ def test_one_database_per_service_and_no_telemetry() -> None:
             assert TELEMETRY.items() <= svc["environment"].items(), name
 
 
+@pytest.mark.integration
 def test_gpu_override_reserves_one_gpu_per_worker() -> None:
     cpu, gpu = services("compose.yaml"), services("compose.yaml", "compose.gpu.yaml")
     assert "resources" not in (cpu["prefect-worker"].get("deploy") or {})

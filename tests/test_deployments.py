@@ -159,6 +159,7 @@ def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path)
     assert lb["run"]["deployment"] == "default" and la["run"]["deployment"] is None
 
 
+@pytest.mark.integration
 def test_serve_fails_naming_a_deployment_that_does_not_import(tmp_path, monkeypatch, capsys):
     """A broken entrypoint must stop `serve`, not leave the other deployments running
     while its runs silently never happen."""
@@ -187,6 +188,7 @@ def test_serve_fails_naming_a_deployment_that_does_not_import(tmp_path, monkeypa
     assert err.startswith("error: deployment 'broken'") and "\n" not in err
 
 
+@pytest.mark.integration
 def test_prefect_yaml_entrypoints_load_without_shadowing_the_libraries():
     """Prefect loads an entrypoint as a script with its folder first on sys.path; the
     `pipelines.prefect` / `pipelines.dvc` packages must not stand in for the real libraries."""

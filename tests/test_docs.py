@@ -86,6 +86,7 @@ def test_cited_environment_variable_is_read(doc, name):
     assert re.search(rf"\b{name}\b", code), f"{doc} mentions {name}, which no code reads or sets"
 
 
+@pytest.mark.integration
 def test_stage_count_matches_dvc():
     claims = {(d.name, int(n)) for d in DOCS for n in re.findall(r"\b(\d+) stages\b", _text(d))}
     if not claims:

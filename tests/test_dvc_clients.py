@@ -77,6 +77,7 @@ def test_docs_run_ad_hoc_commands_outside_dvc_outputs():
 
 
 @pytest.mark.skipif(not Path(DVC).exists(), reason="dvc not installed")
+@pytest.mark.integration
 def test_dvc_sees_only_the_matrix_outputs_inside_models():
     """A search or an ad-hoc run left in models/ does not change the report's dependency."""
     paths = [

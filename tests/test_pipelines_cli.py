@@ -37,6 +37,7 @@ def _imported_by(argv: list[str]) -> list[str]:
 @pytest.mark.parametrize(
     "argv", [["--help"], ["search", "--help"], ["stage", "train", "--help"], ["serve", "--help"]]
 )
+@pytest.mark.integration
 def test_help_imports_no_heavy_library(argv):
     assert _imported_by(argv) == []
 
@@ -100,6 +101,7 @@ def test_unexpected_error_is_not_disguised(err):
         run_command(_raise(err), _args())
 
 
+@pytest.mark.integration
 def test_cli_missing_params_file_exits_2_and_v_shows_traceback(tmp_path):
     cmd = [sys.executable, "-m", "pipelines", "report", "--params", str(tmp_path / "nope.yaml")]
     cmd += ["--out", str(tmp_path / "out")]

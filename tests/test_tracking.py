@@ -269,6 +269,7 @@ def test_cooperative_run_logs_depths_and_a_reloadable_model(store, params, tmp_p
     assert_model_predicts_identically(run_id, coop, tmp_path)
 
 
+@pytest.mark.integration
 def test_later_files_attach_to_the_recorded_run(tracked):
     from pipelines.tracking.mlflow_run import Store, attach_files
 
@@ -359,6 +360,7 @@ class RaiseAtStart:
     [(RaiseAtStart(RuntimeError("boom")), "FAILED"), (RaiseAtStart(sig=signal.SIGTERM), "KILLED")],
     ids=["exception", "sigterm"],
 )
+@pytest.mark.integration
 def test_interrupted_or_failed_run_is_never_left_running(tracked, params, tmp_path, stop, status):
     from pipelines.tracking import mlflow_run as tracking
     from pipelines.tracking import runner
@@ -409,6 +411,7 @@ def test_final_metric_names():
     assert {"test/k_2/latency_ms/b1", "test/num_images"} <= names
 
 
+@pytest.mark.integration
 def test_bad_tracking_settings_exit_2_before_compute(params, tmp_path, monkeypatch, capsys):
     from pipelines.cli import main
 
@@ -428,6 +431,7 @@ def test_bad_tracking_settings_exit_2_before_compute(params, tmp_path, monkeypat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.integration
 def test_tracking_off_touches_no_store(tracked, params, tmp_path, monkeypatch):
     from pipelines.tracking import runner
 

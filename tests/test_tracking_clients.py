@@ -60,6 +60,7 @@ def test_compare_draws_one_line_per_configuration(store):
     }
 
 
+@pytest.mark.integration
 def test_run_name_and_tags_say_which_run_is_which(store, tiny_params, tmp_path, monkeypatch):
     """Configuration, seed, entry point and DVC experiment in the run's name and tags; a
     default-width model logs its width (small_cnn's own: 32), not null."""

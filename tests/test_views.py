@@ -88,6 +88,7 @@ def test_views_differ_per_member_and_are_seeded(digits: PreparedData):
     assert not torch.equal(_epoch(digits, data_cfg(), epoch=2, seed=1)[0][0], views)
 
 
+@pytest.mark.integration
 def test_an_epoch_does_not_depend_on_earlier_epochs_or_workers(digits: PreparedData):
     loaders = make_loaders(digits, data_cfg(), 64, 100, num_views=2, seed=5)
     for _ in loaders.train_epoch(0):

@@ -121,6 +121,7 @@ def silent_port():
     listener.close()
 
 
+@pytest.mark.integration
 def test_hanging_tracking_api_fails_within_the_timeout(tmp_path, hanging_server):
     rc, out, seconds = stage_train(tmp_path, {"MLFLOW_TRACKING_URI": hanging_server})
     assert_one_line_exit_2(rc, out, "MLFLOW_TRACKING_URI", f"{TIMEOUT} s")
@@ -128,6 +129,7 @@ def test_hanging_tracking_api_fails_within_the_timeout(tmp_path, hanging_server)
     assert not (tmp_path / "run" / "last.pt").exists()  # failed before any training
 
 
+@pytest.mark.integration
 def test_hanging_tracking_api_with_credentials_hides_them(tmp_path, hanging_server):
     uri = hanging_server.replace("http://", f"http://user:{SECRET}@")
     rc, out, seconds = stage_train(tmp_path, {"MLFLOW_TRACKING_URI": uri})
@@ -136,6 +138,7 @@ def test_hanging_tracking_api_with_credentials_hides_them(tmp_path, hanging_serv
     assert seconds < LIMIT and SECRET not in out, (seconds, out)
 
 
+@pytest.mark.integration
 def test_silent_postgres_port_fails_within_the_timeout(tmp_path, silent_port):
     uri = f"postgresql+psycopg://dnc:{SECRET}@127.0.0.1:{silent_port}/dnc"
     rc, out, seconds = stage_train(tmp_path, {"MLFLOW_TRACKING_URI": uri})
@@ -143,11 +146,13 @@ def test_silent_postgres_port_fails_within_the_timeout(tmp_path, silent_port):
     assert seconds < LIMIT and SECRET not in out, (seconds, out)
 
 
+@pytest.mark.integration
 def test_bad_network_timeout_is_one_line(tmp_path):
     rc, out, _ = stage_train(tmp_path, {"DNC_NETWORK_TIMEOUT": "soon", "DNC_TRACKING": "mlflow"})
     assert_one_line_exit_2(rc, out, "DNC_NETWORK_TIMEOUT")
 
 
+@pytest.mark.integration
 def test_unwritable_artifact_root_fails_before_training(tmp_path):
     env = {"DNC_ARTIFACT_ROOT": "/proc/nope", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
     rc, out, seconds = stage_train(tmp_path, env)
@@ -155,6 +160,7 @@ def test_unwritable_artifact_root_fails_before_training(tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists() and seconds < LIMIT
 
 
+@pytest.mark.integration
 def test_read_only_cwd_with_default_sqlite_store_fails_fast(tmp_path):
     if os.geteuid() == 0:
         cwd = Path("/proc")  # root writes through any mode bits; nobody can create files here

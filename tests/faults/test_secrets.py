@@ -122,6 +122,7 @@ def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url):
     ],
 )
 @pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.integration
 def test_unreachable_store_message_hides_the_password(tmp_path, variable, url, verbose):
     params = str(tiny_params_file(tmp_path))
     args = ["-v"] if verbose else []
@@ -135,6 +136,7 @@ def test_unreachable_store_message_hides_the_password(tmp_path, variable, url, v
 
 
 @pytest.mark.parametrize("verbose", [False, True])
+@pytest.mark.integration
 def test_unreachable_optuna_storage_message_hides_the_password(tmp_path, verbose):
     params = str(tiny_params_file(tmp_path))
     storage = f"postgresql+psycopg://dnc:{FAKE_SECRET}@127.0.0.1:1/optuna"
