@@ -35,8 +35,9 @@ from dnc.io import write_json
 from dnc.methods import Method, Task, get_method
 from dnc.models import get_spec, member_config, styled_name
 from dnc.train import checkpoint
+from dnc.train.callbacks import FitResult
 from dnc.train.distributed import setup_parallel
-from dnc.train.engine import FitResult, fit, resolve_device
+from dnc.train.engine import fit, resolve_device
 
 
 def method_of(params: Params) -> Method:

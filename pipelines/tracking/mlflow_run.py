@@ -29,7 +29,7 @@ from dnc.config import Params
 from dnc.evaluation.predictions import predictions_path
 from dnc.io import write_json
 from dnc.train import checkpoint
-from dnc.train.engine import FitResult, TrainState
+from dnc.train.callbacks import FitResult, TrainState
 from pipelines.common.redact import public_uri, redact
 from pipelines.tracking import logged_model, schema
 from pipelines.tracking.store import Store, TrackingError, tracking_uri
