@@ -87,7 +87,7 @@ def time_task_bodies() -> None:
 def direct_run(out: Path) -> None:
     """The calls the flow's tasks make, in order, with no Prefect imported."""
     from dnc import stages
-    from dnc.config import load_params
+    from dnc.config_loading import load_params
     from dnc.io import write_json
     from pipelines.dvc import plots, runlock
     from pipelines.prefect.report import experiment_table

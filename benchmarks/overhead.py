@@ -27,7 +27,8 @@ from common import base_parser, report
 from common import setup as setup_device
 
 from dnc import stages
-from dnc.config import Params, load_params, parse_set
+from dnc.config import Params
+from dnc.config_loading import load_params, parse_set
 from dnc.data import BatchViews, load_prepared
 from dnc.ensemble.fused import execution_model
 from dnc.io import derive_seed

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from dnc import preflight
-from dnc.config import ConfigError, Params, flatten
+from dnc.config import ConfigError, Params
+from dnc.config_loading import flatten
 from dnc.data import (
     DatasetInfo,
     PreparedData,

@@ -17,7 +17,7 @@ import torch
 import yaml
 from conftest import ROOT, TINY
 
-from dnc.config import apply_overrides, load_params
+from dnc.config_loading import apply_overrides, load_params
 from dnc.train.callbacks import FitResult, TrainState
 from pipelines.cli import main
 from pipelines.search.space import inference_cost, load_search

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dnc.config import ConfigError, load_params, parse_set
+from dnc.config import ConfigError
+from dnc.config_loading import load_params, parse_set
 from pipelines.common.network import apply_network_timeout
 from pipelines.common.params import add_params_options, read_overrides
 

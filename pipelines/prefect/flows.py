@@ -24,7 +24,8 @@ from prefect import flow, runtime
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from dnc import stages
-from dnc.config import ConfigError, Params, load_params
+from dnc.config import ConfigError, Params
+from dnc.config_loading import load_params
 from dnc.evaluation.predictions import predictions_path
 from pipelines.common import workers
 from pipelines.common.errors import one_line
