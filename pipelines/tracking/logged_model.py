@@ -30,7 +30,7 @@ from mlflow.tracking._tracking_service import utils as mlflow_uri_state
 from mlflow.types import Schema, TensorSpec
 from torch import Tensor, nn
 
-from dnc import stages
+from dnc import builders
 from dnc.config import Params
 from dnc.data import DatasetInfo, get_dataset_info
 from dnc.evaluation.cascade import CascadeModel
@@ -72,7 +72,7 @@ def load_classifier(
 ) -> tuple[EnsembleClassifier, DatasetInfo]:
     """The selected checkpoint of `model_dir` wrapped for serving, in eval mode on CPU."""
     info = dataset_info(params, data_dir)
-    model, _ = stages.load_model(
+    model, _ = builders.load_model(
         params, model_dir, info.num_classes, info.in_chans, info.image_size
     )
     return EnsembleClassifier(model, info.mean, info.std).eval(), info
