@@ -158,7 +158,8 @@ def block_indices(value: Any, what: str) -> list[int]:
 
 class Params(Section):
     """Every section training reads; the selected method's own section (if it has one) is
-    an extra attribute named like the method, validated by `params_from_dict`."""
+    an extra attribute named like the method, validated by `params_from_dict`
+    (`dnc.config_loading`)."""
 
     # Extra attributes are only ever the selected method's validated section:
     # `params_from_dict` rejects every other unknown key first.
