@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dnc import stages
-from dnc.config import load_params, parse_set
+from dnc.config_loading import load_params, parse_set
 from dnc.data import get_dataset_info
 from dnc.io import write_json
 from dnc.methods import get_method

@@ -86,15 +86,15 @@ def time_task_bodies() -> None:
 
 def direct_run(out: Path) -> None:
     """The calls the flow's tasks make, in order, with no Prefect imported."""
-    from dnc import stages
-    from dnc.config import load_params
+    from dnc import builders, stages
+    from dnc.config_loading import load_params
     from dnc.io import write_json
     from pipelines.dvc import plots, runlock
     from pipelines.prefect.report import experiment_table
     from pipelines.tracking import runner
 
     params = load_params(ROOT / "params.yaml", TINY)
-    stages.check_params(params)
+    builders.check_params(params)
     data, run = out / "data", out / "run"
     model, metrics_path, flops_path = run / "model", run / "metrics.json", run / "flops.json"
     with stage_work():

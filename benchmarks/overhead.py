@@ -26,8 +26,9 @@ import torch.nn.functional as F
 from common import base_parser, report
 from common import setup as setup_device
 
-from dnc import stages
-from dnc.config import Params, load_params, parse_set
+from dnc import builders, stages
+from dnc.config import Params
+from dnc.config_loading import load_params, parse_set
 from dnc.data import BatchViews, load_prepared
 from dnc.ensemble.fused import execution_model
 from dnc.io import derive_seed
@@ -48,7 +49,7 @@ def plain_train(params: Params, data_dir: Path) -> dict[str, float]:
     data = load_prepared(data_dir)
     info, t = data.info, params.train
     torch.manual_seed(params.seed)
-    model = stages.build_model(params, info.num_classes, info.in_chans, info.image_size)
+    model = builders.build_model(params, info.num_classes, info.in_chans, info.image_size)
     model = execution_model(model, params.split.execution)
     if t.channels_last:  # the same memory layout as the engine's
         model = model.to(memory_format=torch.channels_last)

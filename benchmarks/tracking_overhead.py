@@ -89,7 +89,7 @@ def one_run(params, work: Path, tracked: bool, index: int) -> dict[str, float]:
 
 def measure(repeats: int, epochs: int) -> dict:
     """Alternating untracked/tracked runs plus one-off costs."""
-    from dnc.config import load_params
+    from dnc.config_loading import load_params
 
     params = load_params(ROOT / "params.yaml").with_overrides({**TINY, "train.epochs": epochs})
     work = Path(tempfile.mkdtemp(prefix="dnc-tracking-bench-"))

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dnc.config import ConfigError, Params, load_params, parse_set
+from dnc.config import ConfigError, Params
+from dnc.config_loading import load_params, parse_set
 from dnc.data import PreparedDataError
 from dnc.train.checkpoint import CheckpointError
 from dnc.train.engine import DivergenceError

@@ -1,62 +1,39 @@
 """The stage functions: the one implementation of prepare / train / evaluate / info.
 
 `python -m dnc`, the DVC stages, the Prefect tasks and the Optuna objective all call
-these; nothing else trains or evaluates a model.
+these; nothing else trains or evaluates a model. What they build from params (the method,
+the data, the model and its task) comes from `dnc.builders`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import torch
 
 from dnc import preflight
-from dnc.config import ConfigError, Params, flatten
-from dnc.data import (
-    DatasetInfo,
-    PreparedData,
-    get_dataset_info,
-    load_prepared,
-    make_loaders,
-    prepare_dataset,
-    prepare_in_memory,
-    resolve_info,
+from dnc.builders import (
+    build_inference_model,
+    build_task,
+    check_params,
+    load_data,
+    load_model,
+    method_of,
 )
-from dnc.data.prepare import check_meta, clean_stale
-from dnc.ensemble.splitnet import SplitNet, build_splitnet
+from dnc.config import Params
+from dnc.data import make_loaders, prepare_dataset, resolve_info
+from dnc.ensemble.splitnet import build_splitnet
 from dnc.evaluation.cascade import evaluate_cascade
 from dnc.evaluation.flops import cost
 from dnc.evaluation.predictions import predictions_path, write_predictions
 from dnc.evaluation.results import validated
 from dnc.io import write_json
-from dnc.methods import Method, Task, get_method
-from dnc.models import get_spec, member_config, styled_name
+from dnc.models import get_spec, member_config
 from dnc.train import checkpoint
+from dnc.train.callbacks import FitResult
 from dnc.train.distributed import setup_parallel
-from dnc.train.engine import FitResult, fit, resolve_device
-
-
-def method_of(params: Params) -> Method:
-    """The registered method `params.method` selects."""
-    return get_method(params.method)
-
-
-def check_params(params: Params) -> None:
-    """Registry look-ups that pydantic cannot do; fail before any data is read."""
-    for key, lookup, value in (
-        ("model.name", get_spec, params.model.name),
-        ("model.style", partial(styled_name, params.model.name), params.model.style),
-        ("data.dataset", get_dataset_info, params.data.dataset),
-        ("method", get_method, params.method),
-    ):
-        try:
-            lookup(value)
-        except ValueError as err:
-            raise ConfigError(f"{key}: {err}") from None
-    method_of(params).check(params, get_dataset_info(params.data.dataset))
+from dnc.train.engine import fit, resolve_device
 
 
 def prepare(params: Params, out_dir: Path) -> dict:
@@ -64,43 +41,6 @@ def prepare(params: Params, out_dir: Path) -> dict:
     check_params(params)
     preflight.check_writable(Path(out_dir))
     return prepare_dataset(params.data, Path(out_dir))
-
-
-def load_data(params: Params, data_dir: Path | None) -> PreparedData:
-    """The prepared data in `data_dir`, checked to be made for these params (dataset, split
-    seed, sizes); without `data_dir`, prepared in memory."""
-    if not data_dir:
-        return prepare_in_memory(params.data)
-    data_dir = Path(data_dir)
-    clean_stale(data_dir)  # a killed prepare's temp folder beside it
-    data = load_prepared(data_dir)
-    check_meta(data.meta, params.data, data_dir)
-    return data
-
-
-def dataset_dims(params: Params, num_classes: int, in_chans: int, image_size: int) -> DatasetInfo:
-    """The info of `data.dataset` with the dimensions the data actually has."""
-    info = get_dataset_info(params.data.dataset)
-    return replace(info, num_classes=num_classes, in_chans=in_chans, image_size=image_size)
-
-
-def build_model(params: Params, num_classes: int, in_chans: int, image_size: int) -> SplitNet:
-    """The S-member SplitNet of `params`, initialised from `params.seed`."""
-    dims = dataset_dims(params, num_classes, in_chans, image_size)
-    return get_method("splitnet").build_model(params, dims)
-
-
-def build_inference_model(
-    params: Params, num_classes: int, in_chans: int, image_size: int
-) -> torch.nn.Module:
-    """The (seeded) model `params.method` deploys and best.pt holds."""
-    dims = dataset_dims(params, num_classes, in_chans, image_size)
-    return method_of(params).build_model(params, dims)
-
-
-def build_task(params: Params, model: torch.nn.Module) -> Task:
-    """The method's task module around `model`."""
-    return method_of(params).build_task(params, model)
 
 
 def train(
@@ -162,43 +102,6 @@ def train(
     if main:
         write_json(result.state.history, out_dir / "history.json")
     return result
-
-
-def load_model(
-    params: Params,
-    model_dir: Path,
-    num_classes: int,
-    in_chans: int,
-    image_size: int,
-    ckpt: dict | None = None,
-) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the inference model of `params` and load `model_dir/best.pt` (or the
-    already loaded `ckpt` of it) into it."""
-    path = Path(model_dir) / checkpoint.BEST
-    ckpt = checkpoint.load(path) if ckpt is None else ckpt
-    model = build_inference_model(params, num_classes, in_chans, image_size)
-    try:
-        model.load_state_dict(ckpt["model_state"])
-    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
-        raise _misfit(path, ckpt, params, err) from err
-    return model, ckpt
-
-
-def _misfit(path: Path, ckpt: dict, params: Params, err: BaseException) -> Exception:
-    """The error for a best.pt that does not fit: names the params key that differs from
-    the ones it was trained with (model-shaping keys first), else the loader's reason."""
-    trained = ckpt.get("meta", {}).get("params") if isinstance(ckpt, dict) else None
-    if isinstance(trained, dict):
-        old, new = flatten(trained), params.flat()
-        shaping = ("method", "model.", "split.", "data.dataset", f"{params.method}.")
-        for key in sorted(set(old) | set(new), key=lambda k: (not k.startswith(shaping), k)):
-            if old.get(key) != new.get(key):
-                return checkpoint.CheckpointError(
-                    f"{key}: {path} was trained with {old.get(key)!r}, the params say "
-                    f"{new.get(key)!r}"
-                )
-    why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return checkpoint.CheckpointError(f"{path}: does not fit the model of these params ({why})")
 
 
 def evaluate(

@@ -16,7 +16,7 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-from dnc.config import declare_sections  # noqa: E402  (after the telemetry switches)
+from dnc.config_loading import declare_sections  # noqa: E402  (after the telemetry switches)
 
 # The params.yaml sections the pipelines own: the comparison matrix and the Optuna search.
 declare_sections("compare", "search")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnc.config import Params, load_params
+from dnc.config import Params
+from dnc.config_loading import load_params
 from pipelines.dvc.preset import load_preset  # importing pipelines turns telemetry off
 
 ROOT = Path(__file__).resolve().parents[1]

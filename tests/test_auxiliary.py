@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dnc import stages
+from dnc import builders, stages
 from dnc.config import ConfigError
 from dnc.evaluation.flops import cost, count_params
 from dnc.methods.auxiliary import AuxiliaryTask
@@ -26,8 +26,8 @@ def aux_params(tiny_params):
 
 
 def task_for(params) -> AuxiliaryTask:
-    model = stages.build_inference_model(params, 10, 1, 8)
-    return stages.build_task(params, model)
+    model = builders.build_inference_model(params, 10, 1, 8)
+    return builders.build_task(params, model)
 
 
 def test_trains_evaluates_and_exports_only_the_compact_net(aux_params, tmp_path):
@@ -39,10 +39,10 @@ def test_trains_evaluates_and_exports_only_the_compact_net(aux_params, tmp_path)
     assert metrics["curve"][0]["method"] == "auxiliary"
     # The exported model is the plain compact net: same keys, params and MACs as one built
     # fresh for method splitnet with the same model and split factor.
-    fresh = stages.build_model(aux_params.with_overrides({"method": "splitnet"}), 10, 1, 8)
+    fresh = builders.build_model(aux_params.with_overrides({"method": "splitnet"}), 10, 1, 8)
     saved = checkpoint.load(tmp_path / "run" / checkpoint.BEST)["model_state"]
     assert saved.keys() == fresh.state_dict().keys()
-    loaded, _ = stages.load_model(aux_params, tmp_path / "run", 10, 1, 8)
+    loaded, _ = builders.load_model(aux_params, tmp_path / "run", 10, 1, 8)
     assert cost(loaded, SHAPE) == cost(fresh, SHAPE)
     assert metrics["ensemble"]["params"] == count_params(fresh)
     assert metrics["ensemble"]["macs"] == cost(fresh.members[0], SHAPE)["macs"]

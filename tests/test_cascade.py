@@ -161,8 +161,11 @@ def test_logged_cascade_model_round_trips_through_mlflow(tmp_path, monkeypatch) 
     import mlflow
     import mlflow.pytorch
 
-    from pipelines.tracking.logged_model import EnsembleClassifier, log_classifier
-    from pipelines.tracking.mlflow_run import _fluent_tracking_uri
+    from pipelines.tracking.logged_model import (
+        EnsembleClassifier,
+        _fluent_tracking_uri,
+        log_classifier,
+    )
 
     torch.manual_seed(0)
     members = [nn.Sequential(nn.Flatten(), nn.Linear(16, 3)) for _ in range(3)]

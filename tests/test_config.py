@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnc.config import ConfigError, load_params, params_from_dict, parse_set
+from dnc.config import ConfigError
+from dnc.config_loading import load_params, params_from_dict, parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_method_sections_are_optional_and_validated_only_when_selected(tmp_path):
-    from dnc.config import read_tree
+    from dnc.config_loading import read_tree
 
     tree = read_tree(ROOT / "params.yaml")
     tree = {k: v for k, v in tree.items() if k not in ("search", "compare")}
@@ -90,7 +91,7 @@ def test_method_sections_are_optional_and_validated_only_when_selected(tmp_path)
 
 
 def test_unknown_top_level_sections_fail_unless_declared(tmp_path):
-    from dnc.config import read_tree
+    from dnc.config_loading import read_tree
 
     tree = {k: v for k, v in read_tree(ROOT / "params.yaml").items() if k != "search"}
     tree["tracking"] = {"uri": "x"}  # nobody owns it

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from dnc import stages
 from dnc.cli import run_guarded
-from dnc.config import ConfigError, load_params
+from dnc.config import ConfigError
+from dnc.config_loading import load_params
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
 from dnc.methods.splitnet import CoTrainingTask
 from dnc.train import checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnc.config import apply_overrides
+from dnc.config_loading import apply_overrides
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from dnc import stages
+from dnc import builders, stages
 from dnc.train import checkpoint
 from dnc.train.engine import DivergenceError
 
@@ -91,7 +91,7 @@ def test_channels_last_run_loads_and_predicts_as_an_nchw_model(tiny_params, tmp_
         and t.is_contiguous(memory_format=torch.channels_last)
         for t in state.values()
     )
-    model, _ = stages.load_model(params, tmp_path / "run", 10, 1, 8)
+    model, _ = builders.load_model(params, tmp_path / "run", 10, 1, 8)
     assert all(p.is_contiguous() for p in model.parameters())
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()
     x = torch.rand(16, 1, 8, 8)

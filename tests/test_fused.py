@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from dnc import stages
+from dnc import builders, stages
 from dnc.ensemble.fused import FusedSplitNet, UnsupportedModuleError, execution_model
 from dnc.ensemble.parallel import ParallelSplitNet, member_groups, parse_devices
 from dnc.ensemble.splitnet import SplitNet, build_splitnet
@@ -215,7 +215,7 @@ def test_fused_training_writes_loop_checkpoints_and_evaluates_on_two_devices(
     assert isinstance(result.state.history[-1]["train/loss"], float)
     state = checkpoint.load(result.best_path)["model_state"]
     loop = tiny_params.with_overrides({"split.execution": "loop"})
-    model, _ = stages.load_model(loop, tmp_path / "run", 10, 1, 8)  # the loop layout
+    model, _ = builders.load_model(loop, tmp_path / "run", 10, 1, 8)  # the loop layout
     assert isinstance(model, SplitNet) and list(model.state_dict()) == list(state)
     metrics = stages.evaluate(
         params, None, tmp_path / "run", tmp_path / "metrics.json", devices=["cpu", "cpu"]

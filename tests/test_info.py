@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dnc import stages
+from dnc import builders, stages
 from dnc.data import prepare_in_memory
 
 
@@ -21,7 +21,7 @@ def test_member_dropout_follows_divide_dropout(tiny_params, divide: bool, member
     )
     info = stages.info(params)
     assert [m["dropout"] for m in info["members"]] == [pytest.approx(member)] * 2
-    model = stages.build_inference_model(params, 10, 1, 8)  # what training builds
+    model = builders.build_inference_model(params, 10, 1, 8)  # what training builds
     assert [m.head.dropout.p for m in model.members] == [pytest.approx(member)] * 2
 
 
@@ -73,5 +73,5 @@ def test_imagefolder_counts_its_own_classes(tiny_params, tmp_path: Path):
     assert info["num_classes"] == data.info.num_classes == 3
     assert info["input_shape"] == [3, 16, 16] == list(data.train.images.shape[1:])
     with torch.device("meta"):
-        model = stages.build_inference_model(params, 3, 3, 16)
+        model = builders.build_inference_model(params, 3, 3, 16)
     assert model.members[0].head.fc.out_features == 3

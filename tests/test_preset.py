@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dnc.config import load_params
+from dnc.config_loading import load_params
 from pipelines.cli import main
 from pipelines.dvc.matrix import load_comparison
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from dnc import stages
+from dnc import builders, stages
 from dnc.cli import main
 from dnc.methods.splitnet import CoTrainingTask
 from dnc.models import REFERENCE_NAMES, create_model, get_spec, styled_name
@@ -153,7 +153,7 @@ def test_recipe_keys_reach_the_schedule_and_the_loss(default_params) -> None:
     # Last step: 0.05 (1 + cos(pi 99 / 100)) = 2.47e-5 < min_lr, so the clamp holds min_lr.
     assert 0.5 * p.lr * (1 + math.cos(math.pi * 0.99)) < p.min_lr
     assert opt.param_groups[0]["lr"] == pytest.approx(p.min_lr)
-    net = stages.build_model(default_params, 3, 1, 8)
+    net = builders.build_model(default_params, 3, 1, 8)
     per_epoch = CoTrainingTask(net, 0.5, 4, cot_warmup_per_epoch=True)
     per_step = CoTrainingTask(net, 0.5, 4)
     views, targets = torch.randn(2, 4, 1, 8, 8), torch.tensor([0, 1, 2, 0])

@@ -13,7 +13,8 @@ from scipy import stats
 from dnc.evaluation.predictions import write_predictions
 from pipelines.cli import main
 from pipelines.dvc import plots
-from pipelines.dvc.report import mean_std, report
+from pipelines.dvc.report import report
+from pipelines.dvc.report_summary import mean_std
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ import torch
 import yaml
 from conftest import ROOT, TINY
 
-from dnc.config import apply_overrides, load_params
-from dnc.train.engine import FitResult, TrainState
+from dnc.config_loading import apply_overrides, load_params
+from dnc.train.callbacks import FitResult, TrainState
 from pipelines.cli import main
 from pipelines.search.space import inference_cost, load_search
 from pipelines.search.study import final_trials

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT, TINY
 
-from dnc.config import ConfigError, apply_overrides, load_params
+from dnc.config import ConfigError
+from dnc.config_loading import apply_overrides, load_params
 from pipelines.cli import main
 from pipelines.search.space import inference_cost, load_search
 from pipelines.search.study import FINGERPRINT, open_study

@@ -387,7 +387,7 @@ def test_log_batches_respect_mlflow_limits(store):
 
 
 def test_params_are_logged_as_reproducible_strings(params):
-    from dnc.config import parse_set
+    from dnc.config_loading import parse_set
     from pipelines.tracking.schema import param_strings
 
     logged = param_strings(params)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dnc.train.engine import TrainState
+from dnc.train.callbacks import TrainState
 
 
 @pytest.fixture()

@@ -116,7 +116,7 @@ def _search_params(folder: Path, **search: object) -> Path:
     """The committed params.yaml, tiny 1-2 epoch trials on 512 images, a small search."""
     import yaml
 
-    from dnc.config import apply_overrides
+    from dnc.config_loading import apply_overrides
 
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
     trial = {**TINY, "train.epochs": 2, "data.train_size": 512}

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnc.evaluation.flops import cost
-from dnc.train.engine import collect_logits
 from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.scoring import collect_logits
 
 if TYPE_CHECKING:
     from dnc.config import EvalConfig

@@ -19,8 +19,8 @@ from dnc.evaluation.calibration import (
     reliability_bins,
 )
 from dnc.evaluation.flops import cost
-from dnc.train.engine import collect_logits, score
 from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.scoring import collect_logits, score
 
 
 @torch.no_grad()

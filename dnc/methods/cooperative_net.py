@@ -27,8 +27,8 @@ from dnc.evaluation.depth import (
 from dnc.evaluation.evaluate import median_latency_ms
 from dnc.evaluation.flops import cost
 from dnc.models import create_model, get_spec
-from dnc.train.engine import collect_logits, score
 from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.scoring import collect_logits, score
 
 if TYPE_CHECKING:
     from dnc.methods.cooperative import CooperativeConfig

@@ -1,82 +1,37 @@
-"""Training engine: fit / train_one_epoch / validate, emitting events to callbacks.
+"""Training engine: fit / train_one_epoch, emitting events to callbacks.
 
 The engine knows nothing of logging or tracking: MLflow, Optuna pruning and progress
-reporting subscribe as callbacks. Each epoch re-seeds every RNG from (seed, epoch), and
-the full training state is checkpointed after every epoch, so a killed and resumed run
-ends with exactly the same weights and metrics as an uninterrupted one.
+reporting subscribe as callbacks (the protocol and the state they see:
+`dnc.train.callbacks`). Each epoch re-seeds every RNG from (seed, epoch), validates
+(`dnc.train.scoring`), and the full training state is checkpointed after every epoch, so a
+killed and resumed run ends with exactly the same weights and metrics as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dnc.config import TrainConfig
 from dnc.train import checkpoint
-from dnc.train.losses import EnsembleHow, ensemble_log_probs
+from dnc.train.callbacks import CallbackList, FitResult, TrainState
+from dnc.train.losses import EnsembleHow
 from dnc.train.param_groups import exempt_groups
 from dnc.train.progress import batch_bar, progress_callbacks
 from dnc.train.schedule import build_scheduler
+from dnc.train.scoring import validate
 
-if TYPE_CHECKING:  # the methods import the engine's scoring; typing only here
+if TYPE_CHECKING:  # the methods import dnc.train.scoring; typing only here
     from dnc.methods.base import Task
 
 
 class DivergenceError(RuntimeError):
     """The loss became NaN/inf; training stops at once."""
-
-
-@dataclass
-class TrainState:
-    """Everything the loop needs to continue; saved in every checkpoint."""
-
-    epoch: int = -1  # last completed epoch (0-based)
-    global_step: int = 0
-    best_value: float = -math.inf
-    best_epoch: int = -1
-    history: list[dict[str, float]] = field(default_factory=list)
-    extra: dict[str, str] = field(default_factory=dict)  # callbacks' own ids (e.g. run ids)
-
-
-@dataclass
-class FitResult:
-    state: TrainState
-    run_dir: Path
-    best_path: Path
-    resumed_from: int  # epoch the run resumed after, -1 for a fresh run
-
-
-class Callback(Protocol):
-    """Engine events; implement any subset (see `CallbackList`)."""
-
-    def on_fit_start(self, state: TrainState) -> None: ...
-    def on_epoch_end(self, state: TrainState, metrics: dict[str, float]) -> None: ...
-    # Before an epoch's checkpoints are written: a callback may raise to keep them unwritten
-    # (e.g. a search worker whose trial another worker took over while it was paused).
-    def on_before_checkpoint(self, state: TrainState) -> None: ...
-    def on_fit_end(self, state: TrainState, result: FitResult) -> None: ...
-    def on_fit_error(self, state: TrainState, error: BaseException) -> None: ...
-
-
-class CallbackList:
-    """Dispatch an event to every callback that defines it."""
-
-    def __init__(self, callbacks: Sequence[object]) -> None:
-        self.callbacks = list(callbacks)
-
-    def __call__(self, event: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            handler = getattr(cb, event, None)
-            if handler is not None:
-                handler(*args)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -151,47 +106,6 @@ def train_one_epoch(
     out["train/images_per_s"] = seen / max(elapsed, 1e-9)
     out["train/epoch_time_s"] = elapsed
     return out
-
-
-@torch.no_grad()
-def collect_logits(
-    module: torch.nn.Module,
-    loader: Iterable[tuple[Tensor, Tensor]],
-    device: torch.device,
-    forward: Callable[[Tensor], Tensor] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Stacked logits (M, N, C) float32 on CPU and labels (N,) over a loader.
-
-    `forward` defaults to the module itself (a SplitNet returns its members' logits).
-    """
-    module.eval()
-    forward = forward or module
-    logits, labels = [], []
-    for images, targets in loader:
-        logits.append(forward(images.to(device)).float().cpu())
-        labels.append(targets)
-    return torch.cat(logits, dim=1), torch.cat(labels)
-
-
-def score(logits: Tensor, labels: Tensor, how: EnsembleHow) -> dict[str, float]:
-    """Per-member and ensemble accuracy (%) and NLL from stacked logits (M, N, C)."""
-    out: dict[str, float] = {}
-    for i, z in enumerate(logits):
-        log_p = F.log_softmax(z, dim=-1)
-        out[f"member_{i}/acc"] = 100.0 * (log_p.argmax(-1) == labels).float().mean().item()
-        out[f"member_{i}/nll"] = F.nll_loss(log_p, labels).item()
-    log_p = ensemble_log_probs(logits, how)
-    out["ensemble/acc"] = 100.0 * (log_p.argmax(-1) == labels).float().mean().item()
-    out["ensemble/nll"] = F.nll_loss(log_p, labels).item()
-    return out
-
-
-def validate(
-    task: Task, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device, how: EnsembleHow
-) -> dict[str, float]:
-    """Validation metrics, prefixed `val/`."""
-    logits, labels = collect_logits(task, loader, device, task.eval_logits)
-    return {f"val/{k}": v for k, v in score(logits, labels, how).items()}
 
 
 def _state_dict(state: TrainState) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dnc.config import Params, load_params, parse_set
+from dnc.config import Params
+from dnc.config_loading import load_params, parse_set
 
 
 def add_params_options(

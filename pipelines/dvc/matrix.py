@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dnc import config
-from dnc.config import ConfigError, Params, apply_overrides, params_from_dict
+from dnc import config_loading
+from dnc.config import ConfigError, Params
+from dnc.config_loading import apply_overrides, params_from_dict
 
 SECTION = "compare"
 # Becomes a DVC stage suffix (`run@s4`) and a folder name: no `-`, `@` or `/`.
@@ -78,7 +79,7 @@ def metrics_path(metrics: str | Path, config: str, seed: int) -> Path:
 
 def read_tree(params_path: str | Path) -> dict[str, Any]:
     """The params file as a nested dict; a missing or broken file names itself."""
-    return config.read_tree(params_path)
+    return config_loading.read_tree(params_path)
 
 
 def parse_comparison(tree: dict[str, Any]) -> Comparison:
@@ -100,7 +101,7 @@ def parse_comparison(tree: dict[str, Any]) -> Comparison:
     configs = section.get("configs")
     if not isinstance(configs, dict) or not configs:
         raise ConfigError(f"{SECTION}.configs: expected a mapping name -> {{dotted.key: value}}")
-    base = {k: v for k, v in tree.items() if k not in config.declared_sections()}
+    base = {k: v for k, v in tree.items() if k not in config_loading.declared_sections()}
     base_error = _error_of(base)
     resolved: dict[str, Params] = {}
     for name, overrides in configs.items():

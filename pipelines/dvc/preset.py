@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from dnc.config import ConfigError, apply_overrides, params_from_dict, parse_set
+from dnc.config import ConfigError
+from dnc.config_loading import apply_overrides, params_from_dict, parse_set
 from dnc.io import write_text
 from pipelines.common.params import add_params_options
 from pipelines.dvc.matrix import SECTION, parse_comparison, read_tree

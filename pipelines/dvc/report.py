@@ -13,297 +13,30 @@ and training history (`models/<config>/seed<k>/history.json`) and writes into `-
   (validation accuracy per member and ensemble), `report/plots/train_loss.png` and
   `report/plots/reliability.png` (the ensemble's reliability diagram per configuration);
 - `report/curves/<config>.json`: mean learning curves as DVC data plots.
+
+The numbers come from `pipelines.dvc.report_summary`, the markdown from
+`pipelines.dvc.report_markdown`; this module writes the files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from dnc.config import ConfigError
-from dnc.evaluation.predictions import predictions_path, read_predictions
 from dnc.io import write_text
-from pipelines.common import verdicts
-from pipelines.common.format import si
-from pipelines.common.machine import platform_line
-from pipelines.common.stats import mean_ci
-from pipelines.dvc.matrix import Comparison, load_comparison, metrics_path, model_dir
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained and evaluated (configuration, seed)."""
-
-    config: str
-    seed: int
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
-    params: dict[str, Any]  # what training actually used (models/<run>/params.json)
-    correct: np.ndarray  # (N,) bool: the ensemble's per-example test correctness
-
-
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} not found (run `dvc repro` first)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ConfigError(f"{path}: not valid JSON") from None
-
-
-def load_runs(comparison: Comparison, metrics_dir: Path, models_dir: Path) -> list[Run]:
-    """Every run of the comparison; the first missing or broken file raises."""
-    runs = []
-    for config, seed in comparison.runs():
-        path = metrics_path(metrics_dir, config, seed)
-        run_dir = model_dir(models_dir, config, seed)
-        metrics = _read_json(path, "metrics")
-        history = _read_json(run_dir / "history.json", "training history")
-        params = _read_json(run_dir / "params.json", "training params")
-        correct = read_predictions(predictions_path(path)).correct()
-        runs.append(Run(config, seed, metrics, history, params, correct))
-    return runs
-
-
-def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.fmean(values) if values else None
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def undivided_width(params: dict[str, Any]) -> float:
-    """`model.width`, or the variant's own width when it is null."""
-    if params["model"]["width"] is not None:
-        return float(params["model"]["width"])
-    from dnc.models import get_spec  # imports torch: only when needed
-
-    return float(get_spec(params["model"]["name"]).default_width)
-
-
-def summarise(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, Any]]:
-    """Per configuration: its shape, cost and mean ± std of the test metrics over seeds."""
-    out: dict[str, dict[str, Any]] = {}
-    for config in comparison.configs:
-        mine = [r for r in runs if r.config == config]
-        first = mine[0].metrics
-        acc = mean_std([r.metrics["ensemble"]["acc"] for r in mine])
-        ci = mean_ci([r.metrics["ensemble"]["acc"] for r in mine])
-        ensembles = [r.metrics["ensemble"] for r in mine]
-        members = [statistics.fmean(m["acc"] for m in r.metrics["members"]) for r in mine]
-        curve = []
-        for i, row in enumerate(first["curve"]):  # k-of-S prefixes (or depths): mean over seeds
-            m, sd = mean_std([r.metrics["curve"][i]["acc"] for r in mine])
-            curve.append(
-                {**{k: v for k, v in row.items() if k != "acc"}, "acc_mean": m, "acc_std": sd}
-            )
-        latency = first["ensemble"].get("latency_ms", {})
-        out[config] = {
-            "method": first["config"]["method"],
-            "split_factor": first["config"]["split_factor"],
-            "width": undivided_width(mine[0].params),
-            "member_width": first["config"]["width"],
-            "params": first["ensemble"]["params"],
-            "macs": first["ensemble"]["macs"],
-            "acc_mean": acc[0],
-            "acc_std": acc[1],
-            "acc_ci": None if ci.low is None else [ci.low, ci.high],
-            **{
-                f"{k}_mean": _mean_of(ensembles, k)
-                for k in ("ece", "brier", "disagreement", "mutual_info")
-            },  # fmt: skip
-            "member_acc_mean": statistics.fmean(members),
-            "nll_mean": statistics.fmean(r.metrics["ensemble"]["nll"] for r in mine),
-            "seeds": [r.seed for r in mine],
-            "best_epochs": [r.metrics["selection"]["best_epoch"] for r in mine],
-            "latency_ms": {
-                b: statistics.median(r.metrics["ensemble"]["latency_ms"][b] for r in mine)
-                for b in latency
-            },
-            "curve": curve,
-            "cascade": mean_cascade(mine),
-        }
-    return out
-
-
-def mean_cascade(runs: list[Run]) -> list[dict[str, float]]:
-    """The cascade's (tau, mean MACs, accuracy) averaged over seeds ([] when not measured)."""
-    if not all(r.metrics.get("cascade") for r in runs):
-        return []
-    points = zip(*(r.metrics["cascade"]["points"] for r in runs), strict=True)
-    return [
-        {"tau": ps[0]["tau"], "macs": statistics.fmean(p["macs"] for p in ps),
-         "acc_mean": statistics.fmean(p["acc"] for p in ps)}
-        for ps in points
-    ]  # fmt: skip
-
-
-def plan_section(metrics_dir: Path, params_path: Path, budget_macs: float) -> str:
-    """The budget planner fitted to these runs (pipelines/search/plan.py), or why not."""
-    import argparse
-
-    from dnc.config import ConfigError
-    from pipelines.search.plan import plan
-    from pipelines.search.plan_cli import format_plan, load_runs, make_candidates
-
-    args = argparse.Namespace(runs=str(metrics_dir), target="nll", params=str(params_path))
-    args.set = []
-    try:
-        runs, source = load_runs(args)
-        text = format_plan(plan(runs, make_candidates(args), budget_macs, source), source)
-    except ConfigError as err:
-        text = f"not fitted: {err}"
-    return "## Budget plan (test NLL)\n\n```\n" + text + "\n```\n"
-
-
-def label(config: str, s: dict[str, Any]) -> str:
-    """`s4: S=4 x w16 (of 32)` - configuration name, members and their width."""
-    shape = f"S={s['split_factor']}" if s["split_factor"] else s["method"]
-    return f"{config}: {shape} x w{s['member_width']:g} (of {s['width']:g})"
-
-
-def _opt(value: float | None, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def _acc_ci(s: dict[str, Any]) -> str:
-    ci = s["acc_ci"]
-    return f"{s['acc_mean']:.2f} [{'n/a' if ci is None else f'{ci[0]:.2f}, {ci[1]:.2f}'}]"
-
-
-def markdown(
-    summary: dict[str, dict[str, Any]], runs: list[Run], judged: dict[str, Any] | None
-) -> str:
-    """The comparison table (sorted by MACs), then the verdicts against the baseline."""
-    p = runs[0].params
-    seeds = sorted({r.seed for r in runs})
-    n_test = runs[0].metrics.get("num_test", "?")
-    lines = [
-        "# Width or number of networks?",
-        "",
-        f"{p['data']['dataset']}, {p['model']['name']}, {p['train']['epochs']} epochs on "
-        f"{p['data']['train_size'] or 'all'} training images, {n_test} test images; "
-        f"mean [95 % Student-t CI] over seeds {seeds} (n={len(seeds)}). MACs = multiply-adds "
-        "per image summed over members; k=1 = the first member alone. ECE: 15 equal-width "
-        "bins; Brier: summed over classes (0-2); disagreement and mutual information (nats): "
-        "among the members (S > 1).",
-        "",
-        f"Computed on {platform_line()} (CPU results repeat on one machine, not across CPU "
-        "models).",
-        "",
-        "| config | S | width (member) | params | MACs | test acc % [95 % CI] "
-        "| mean member acc % | k=1 acc % | NLL | ECE | Brier | disagree | MI | latency ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for config, s in sorted(summary.items(), key=lambda kv: (kv[1]["macs"], kv[0])):
-        k1 = s["curve"][0]
-        latency = ", ".join(f"{v:.2f} ({b})" for b, v in s["latency_ms"].items())
-        lines.append(
-            f"| {config} | {s['split_factor'] or s['method']} | {s['width']:g} "
-            f"({s['member_width']:g}) | {si(s['params'])} | {si(s['macs'])} | "
-            f"**{_acc_ci(s)}** | {s['member_acc_mean']:.2f} | "
-            f"{k1['acc_mean']:.2f} ± {k1['acc_std']:.2f} | {s['nll_mean']:.4f} | "
-            f"{_opt(s['ece_mean'], '{:.4f}')} | {_opt(s['brier_mean'], '{:.4f}')} | "
-            f"{_opt(s['disagreement_mean'], '{:.3f}')} | {_opt(s['mutual_info_mean'], '{:.4f}')}"
-            f" | {latency} |"
-        )
-    lines += ["", "## Against the baseline", ""]
-    if judged is None:
-        lines += [
-            "No baseline (`compare.baseline`, or an undivided S=1 configuration at the base "
-            "width): no verdicts, and no configuration is called better.",
-            "",
-        ]
-        return "\n".join(lines)
-    lines += [
-        f"Baseline **{judged['baseline']}**. Verdict at alpha = {judged['alpha']:g} from "
-        "McNemar's exact test on the per-example test predictions, the discordant counts "
-        "pooled over seeds (paired seed k with seed k); the paired difference over seeds and "
-        "its t CI are shown beside it: a 'better' whose CI spans 0 rests on this test set, "
-        "not on replication across seeds. No correction for the several rows.",
-        "",
-        judged["table"],
-        f"**{judged['headline']}**",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def judge(comparison: Comparison, runs: list[Run]) -> dict[str, Any] | None:
-    """Every configuration against `comparison.baseline` (None without one)."""
-    if comparison.baseline is None:
-        return None
-    correct = {c: {r.seed: r.correct for r in runs if r.config == c} for c in comparison.configs}
-    rows = verdicts.verdicts(correct, comparison.baseline)
-    return {
-        **verdicts.summary(rows, comparison.baseline),
-        "table": verdicts.table(rows, comparison.baseline),
-    }
-
-
-def reliability_bins(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, Any]]:
-    """Per configuration: its ensemble's reliability bins, counts and sums over seeds."""
-    out = {}
-    for config in comparison.configs:
-        rel = [r.metrics["ensemble"].get("reliability") for r in runs if r.config == config]
-        if not rel or any(b is None for b in rel):
-            continue
-        count = np.sum([b["count"] for b in rel], axis=0)
-        safe = np.maximum(count, 1)
-        conf = np.sum([np.multiply(b["confidence"], b["count"]) for b in rel], axis=0) / safe
-        acc = np.sum([np.multiply(b["accuracy"], b["count"]) for b in rel], axis=0) / safe
-        out[config] = {"edges": rel[0]["edges"], "count": count.tolist(),
-                       "confidence": conf.tolist(), "accuracy": acc.tolist()}  # fmt: skip
-    return out
-
-
-def macs_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for `plots.accuracy_vs_macs`: S=1 configurations form one width curve; each
-    S>1 configuration its own k-of-S prefix curve."""
-    rows = []
-    for config, s in summary.items():
-        if s["split_factor"] == 1:
-            rows.append({"label": f"w{s['width']:g}", "macs": s["macs"], "acc": s["acc_mean"],
-                         "acc_std": s["acc_std"], "curve": "S=1, width varies"})  # fmt: skip
-            continue
-        for k, row in enumerate(s["curve"], start=1):
-            rows.append({"label": f"k={k}", "macs": row["macs"], "acc": row["acc_mean"],
-                         "acc_std": row["acc_std"], "curve": label(config, s)})  # fmt: skip
-        for p in s.get("cascade", [])[1:-1]:  # the ends are k=1 and k=S, plotted already
-            rows.append({"label": f"τ={p['tau']:g}", "macs": p["macs"], "acc": p["acc_mean"],
-                         "curve": f"{config}: cascade", "annotate": False})  # fmt: skip
-    return rows
-
-
-def _mean_curve(runs: list[Run], key: str) -> tuple[list[float], list[float], list[float]]:
-    epochs = min(len(r.history) for r in runs)
-    xs = [r + 1.0 for r in range(epochs)]
-    stats = [mean_std([r.history[e][key] for r in runs]) for e in range(epochs)]
-    return xs, [m for m, _ in stats], [s for _, s in stats]
-
-
-def learning_curves(comparison: Comparison, runs: list[Run]) -> dict[str, dict[str, Any]]:
-    """Per configuration: mean (± std) validation accuracy per member and of the ensemble."""
-    panels: dict[str, dict[str, Any]] = {}
-    for config in comparison.configs:
-        mine = [r for r in runs if r.config == config]
-        keys = sorted(k for k in mine[0].history[0] if k.startswith("val/member_"))
-        series = {"ensemble": _mean_curve(mine, "val/ensemble/acc")}
-        members = [k for k in keys if k.endswith("/acc")]
-        for key in members if len(members) > 1 else []:  # S=1: the member is the ensemble
-            xs, ys, _ = _mean_curve(mine, key)
-            series[key.split("/")[1].replace("_", " ")] = (xs, ys, None)
-        panels[config] = series
-    return panels
+from pipelines.dvc.matrix import load_comparison
+from pipelines.dvc.report_markdown import acc_ci, markdown, plan_section
+from pipelines.dvc.report_summary import (
+    judge,
+    label,
+    learning_curves,
+    load_runs,
+    macs_rows,
+    mean_curve,
+    reliability_bins,
+    summarise,
+)
 
 
 def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path) -> dict:
@@ -329,7 +62,7 @@ def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path
         "val accuracy (%)",
         emphasise="ensemble",
     )
-    loss = {c: _mean_curve([r for r in runs if r.config == c], "train/loss") for c in panels}
+    loss = {c: mean_curve([r for r in runs if r.config == c], "train/loss") for c in panels}
     plots.line_panels(
         {"training loss (CE summed over members + co-training term)": loss},
         out_dir / "plots" / "train_loss.png", dataset, "epoch", "loss",
@@ -360,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     judged = summary.pop("verdicts")
     for config, s in summary.items():
         verdict = judged.get("rows", {}).get(config, {}).get("verdict", "")
-        print(f"{label(config, s):40s} {_acc_ci(s):24s} % {verdict}")
+        print(f"{label(config, s):40s} {acc_ci(s):24s} % {verdict}")
     print(judged.get("headline") or "no baseline: no verdicts")
     print(f"wrote {Path(args.out) / 'report.md'}")
     return 0

@@ -65,7 +65,7 @@ def run_config(args: argparse.Namespace) -> dict:
     tracker once, not once per seed and stage. Writes `--models/seed<k>/` (the run dirs) and
     `--metrics/seed<k>.json` with its `.predictions.npz`; returns each seed's accuracies.
     """
-    from dnc.config import load_params
+    from dnc.config_loading import load_params
     from pipelines.common.params import read_overrides
     from pipelines.dvc.matrix import load_comparison
     from pipelines.tracking import runner

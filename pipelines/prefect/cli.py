@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dnc.config import ConfigError, load_params, parse_set
+from dnc.config import ConfigError
+from dnc.config_loading import load_params, parse_set
 from pipelines.common.network import apply_network_timeout
 from pipelines.common.params import add_params_options, read_overrides
 
@@ -37,10 +38,10 @@ def _grid(items: list[str]) -> dict[str, list[Any]]:
 
 def run_experiment(args: argparse.Namespace) -> int:
     """Run flow dnc-experiment in this process; print its result."""
-    from dnc import stages
+    from dnc import builders
 
     overrides = read_overrides(args)
-    stages.check_params(load_params(args.params, overrides))  # fail before Prefect starts
+    builders.check_params(load_params(args.params, overrides))  # fail before Prefect starts
     apply_network_timeout()  # Prefect reads its request timeout when it is imported
     from pipelines.prefect.flows import experiment_flow
 

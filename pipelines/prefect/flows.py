@@ -23,8 +23,9 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from dnc import stages
-from dnc.config import ConfigError, Params, load_params
+from dnc import builders
+from dnc.config import ConfigError, Params
+from dnc.config_loading import load_params
 from dnc.evaluation.predictions import predictions_path
 from pipelines.common import workers
 from pipelines.common.errors import one_line
@@ -55,7 +56,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {"split.factor": [1, 2, 4]}
 def load_config(params_path: str, overrides: dict[str, Any]) -> Params:
     """Validated params of a run; a bad value raises ConfigError naming the dotted key."""
     params = load_params(params_path, overrides)
-    stages.check_params(params)
+    builders.check_params(params)
     return params
 
 

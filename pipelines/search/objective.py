@@ -18,7 +18,8 @@ import optuna
 from optuna.trial import TrialState
 
 from dnc.config import ConfigError, Params
-from dnc.train.engine import DivergenceError, TrainState
+from dnc.train.callbacks import TrainState
+from dnc.train.engine import DivergenceError
 from pipelines.search import ranks
 from pipelines.search.space import SearchConfig, inference_cost, over_budget
 from pipelines.search.study import TrialTakenOver, stable_seed

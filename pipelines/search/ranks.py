@@ -22,8 +22,9 @@ import torch.distributed as dist
 
 from dnc import stages
 from dnc.config import Params
+from dnc.train.callbacks import TrainState
 from dnc.train.distributed import device_type, join_world, world_from_env
-from dnc.train.engine import DivergenceError, TrainState
+from dnc.train.engine import DivergenceError
 
 CPU = torch.device("cpu")  # objects travel over the gloo (CPU) half of the group
 

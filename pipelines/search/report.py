@@ -13,7 +13,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from dnc.config import Params, load_params
+from dnc.config import Params
+from dnc.config_loading import load_params
 from dnc.io import write_json
 from pipelines.common.redact import redact
 from pipelines.search.space import SearchConfig

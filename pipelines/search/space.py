@@ -27,7 +27,8 @@ from pydantic import (
 )
 
 from dnc import stages
-from dnc.config import ConfigError, Params, load_params, params_from_dict
+from dnc.config import ConfigError, Params
+from dnc.config_loading import load_params, params_from_dict
 from dnc.methods import get_method
 
 Value = int | float | str | bool | None

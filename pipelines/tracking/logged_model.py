@@ -6,12 +6,17 @@ What is served is the method's `predict`: the SplitNet ensemble of all S members
 Logged with `torch.export` ("pt2", MLflow 3's default): the artifact is a graph plus weights,
 so `mlflow.pytorch.load_model` needs neither dnc's code nor pickle to run it, and the batch
 dimension stays dynamic. Normalisation is inside the graph, so a served model takes plain
-pixels and needs no dataset statistics.
+pixels and needs no dataset statistics. `log_model` logs it to an evaluation's run and
+tags its URI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,14 +26,18 @@ import numpy as np
 import torch
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.tracking._tracking_service import utils as mlflow_uri_state
 from mlflow.types import Schema, TensorSpec
 from torch import Tensor, nn
 
-from dnc import stages
+from dnc import builders
 from dnc.config import Params
 from dnc.data import DatasetInfo, get_dataset_info
 from dnc.evaluation.cascade import CascadeModel
 from dnc.methods import get_method
+from pipelines.common.redact import redact
+from pipelines.tracking import schema
+from pipelines.tracking.store import Store
 
 
 class EnsembleClassifier(nn.Module):
@@ -63,7 +72,7 @@ def load_classifier(
 ) -> tuple[EnsembleClassifier, DatasetInfo]:
     """The selected checkpoint of `model_dir` wrapped for serving, in eval mode on CPU."""
     info = dataset_info(params, data_dir)
-    model, _ = stages.load_model(
+    model, _ = builders.load_model(
         params, model_dir, info.num_classes, info.in_chans, info.image_size
     )
     return EnsembleClassifier(model, info.mean, info.std).eval(), info
@@ -106,3 +115,48 @@ def log_classifier(
         # Explicit requirements skip MLflow's ~6 s inference of them.
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
     )
+
+
+@contextlib.contextmanager
+def _fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `uri` for the block, then restore both its global URI and
+    `MLFLOW_TRACKING_URI`: `set_tracking_uri` rewrites (or deletes) that variable, and MLflow's
+    own scoped switch does not restore it. Reads MLflow's private global (MLflow is pinned)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    previous = mlflow_uri_state._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def log_model(
+    store: Store,
+    run_id: str,
+    params: Params,
+    model_dir: Path,
+    data_dir: Path | None,
+    cascade_tau: float | None = None,
+) -> None:
+    """Log the served model through MLflow's fluent API (the only way `log_model` links a
+    run) and tag its URI. A model that cannot be exported costs a warning and a
+    `dnc.model_error` tag, not the evaluation already logged."""
+    try:
+        name, fmt = ("model", "pt2") if cascade_tau is None else ("cascade", "pickle")
+        if cascade_tau is None:
+            classifier, info = load_classifier(params, model_dir, data_dir)
+        else:  # the cascade at the tau the validation set picked for the budget
+            classifier, info = load_cascade_classifier(params, model_dir, data_dir, cascade_tau)
+        with _fluent_tracking_uri(store.uri), mlflow.start_run(run_id=run_id, nested=True):
+            # nested: an Optuna study's parent run may be active in this process.
+            example = input_example(info)
+            model = log_classifier(classifier, example, name, fmt)
+    except Exception as err:
+        reason = redact(f"{type(err).__name__}: {err}")[:4000]
+        warnings.warn(f"tracking: model not logged to run {run_id}: {reason}", stacklevel=2)
+        store.log(run_id, tags={f"{schema.TAG}model_error": reason})
+        return
+    store.log(run_id, tags={f"{schema.TAG}{name}_uri": model.model_uri})

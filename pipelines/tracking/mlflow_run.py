@@ -8,13 +8,13 @@ id is kept in the checkpoint (`TrainState.extra`, so a resumed training continue
 the history backfilled and a `dnc.previous_run_id` tag. A run that raises ends FAILED, one
 interrupted (Ctrl-C, SIGTERM, Optuna pruning) ends KILLED; none is left RUNNING. Metrics
 are sent once per epoch in one batched call, never per step. The store: `tracking_store`.
+The evaluation's served model is logged by `pipelines.tracking.logged_model.log_model`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import threading
 import warnings
@@ -22,14 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
-from mlflow.tracking._tracking_service import utils as mlflow_uri_state
-
 from dnc.config import Params
 from dnc.evaluation.predictions import predictions_path
 from dnc.io import write_json
 from dnc.train import checkpoint
-from dnc.train.engine import FitResult, TrainState
+from dnc.train.callbacks import FitResult, TrainState
 from pipelines.common.redact import public_uri, redact
 from pipelines.tracking import logged_model, schema
 from pipelines.tracking.store import Store, TrackingError, tracking_uri
@@ -243,62 +240,15 @@ def log_evaluation(
         if "curve" in metrics:
             store.log(run_id, tags={f"{schema.TAG}curve_labels": schema.curve_labels(metrics)})
         if log_model:
-            _log_model(store, run_id, params, model_dir, data_dir)
+            logged_model.log_model(store, run_id, params, model_dir, data_dir)
         if log_model and (budget := (metrics.get("cascade") or {}).get("budget")):
-            _log_model(store, run_id, params, model_dir, data_dir, budget["tau"])
+            logged_model.log_model(store, run_id, params, model_dir, data_dir, budget["tau"])
     except BaseException as error:
         with contextlib.suppress(Exception):
             store.end(run_id, error)
         raise
     store.end(run_id)
     return run_id
-
-
-@contextlib.contextmanager
-def _fluent_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at `uri` for the block, then restore both its global URI and
-    `MLFLOW_TRACKING_URI`: `set_tracking_uri` rewrites (or deletes) that variable, and MLflow's
-    own scoped switch does not restore it. Reads MLflow's private global (MLflow is pinned)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    previous = mlflow_uri_state._tracking_uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = env
-
-
-def _log_model(
-    store: Store,
-    run_id: str,
-    params: Params,
-    model_dir: Path,
-    data_dir: Path | None,
-    cascade_tau: float | None = None,
-) -> None:
-    """Log the served model through MLflow's fluent API (the only way `log_model` links a
-    run) and tag its URI. A model that cannot be exported costs a warning and a
-    `dnc.model_error` tag, not the evaluation already logged."""
-    try:
-        name, fmt = ("model", "pt2") if cascade_tau is None else ("cascade", "pickle")
-        if cascade_tau is None:
-            classifier, info = logged_model.load_classifier(params, model_dir, data_dir)
-        else:  # the cascade at the tau the validation set picked for the budget
-            classifier, info = logged_model.load_cascade_classifier(
-                params, model_dir, data_dir, cascade_tau
-            )
-        with _fluent_tracking_uri(store.uri), mlflow.start_run(run_id=run_id, nested=True):
-            # nested: an Optuna study's parent run may be active in this process.
-            example = logged_model.input_example(info)
-            model = logged_model.log_classifier(classifier, example, name, fmt)
-    except Exception as err:
-        reason = redact(f"{type(err).__name__}: {err}")[:4000]
-        warnings.warn(f"tracking: model not logged to run {run_id}: {reason}", stacklevel=2)
-        store.log(run_id, tags={f"{schema.TAG}model_error": reason})
-        return
-    store.log(run_id, tags={f"{schema.TAG}{name}_uri": model.model_uri})
 
 
 def attach_files(run_dir: Path, files: list[Path], artifact_path: str = "plots") -> str | None:

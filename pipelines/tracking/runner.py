@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dnc import stages
 from dnc.config import Params
-from dnc.train.engine import FitResult
+from dnc.train.callbacks import FitResult
 from pipelines.tracking.base import get_tracker
 
 

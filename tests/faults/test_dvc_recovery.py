@@ -55,7 +55,7 @@ def sh(repo: Path, *cmd: str) -> str:
 def repo(tmp_path: Path) -> Path:
     """git + DVC repo with the project's pipeline: one configuration, one seed, 6 epochs."""
     sys.path.insert(0, str(ROOT))
-    from dnc.config import apply_overrides
+    from dnc.config_loading import apply_overrides
     from pipelines.dvc.preset import load_preset
 
     repo = tmp_path / "repo"

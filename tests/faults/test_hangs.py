@@ -42,7 +42,7 @@ SECRET = "Hang7SecretPw"
 def tiny_params_file(tmp: Path) -> Path:
     """params.yaml shrunk to a seconds-long CPU run on digits."""
     sys.path.insert(0, str(ROOT))
-    from dnc.config import apply_overrides
+    from dnc.config_loading import apply_overrides
     from pipelines.dvc.preset import load_preset
 
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())

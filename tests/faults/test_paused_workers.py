@@ -27,7 +27,7 @@ STUDY = "paused"
 
 def write_params(folder: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from dnc.config import apply_overrides
+    from dnc.config_loading import apply_overrides
     from pipelines.dvc.preset import load_preset
 
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())

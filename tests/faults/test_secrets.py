@@ -26,7 +26,7 @@ FAKE_SECRET = "Fake9Secret0Pw"
 def tiny_params_file(tmp: Path, **extra: object) -> Path:
     """params.yaml shrunk to a seconds-long CPU run on digits (plus `extra` dotted keys)."""
     sys.path.insert(0, str(ROOT))
-    from dnc.config import apply_overrides
+    from dnc.config_loading import apply_overrides
     from pipelines.dvc.preset import load_preset
 
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
