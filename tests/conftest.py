@@ -75,7 +75,7 @@ class TierViolation(RuntimeError):
 def _refuse(what: str, original):
     def guarded(*args, **kwargs):
         sock = args[0] if args else None
-        if isinstance(sock, socket.socket) and sock.family not in (socket.AF_INET, socket.AF_INET6):
+        if isinstance(sock, socket.socket) and sock.family not in TCP_FAMILIES:
             return original(*args, **kwargs)  # Unix sockets and socketpairs stay local
         _VIOLATIONS.append(what)
         raise TierViolation(f"a unit test {what}: mark it `integration` (or `slow`)")
@@ -83,6 +83,7 @@ def _refuse(what: str, original):
     return guarded
 
 
+TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _VIOLATIONS: list[str] = []
 _GUARDED = [
     (subprocess.Popen, "_execute_child", "started a process"),
@@ -101,7 +102,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem):
         yield
         return
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in _GUARDED]
-    for (owner, name, what), (_, _, original) in zip(_GUARDED, saved):
+    for (owner, name, what), (_, _, original) in zip(_GUARDED, saved, strict=True):
         setattr(owner, name, _refuse(what, original))
     try:
         yield
