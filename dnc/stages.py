@@ -174,6 +174,42 @@ def evaluate(
     return metrics
 
 
+_COUNTED: dict[tuple, dict] = {}
+
+
+def _member_cost(member: torch.nn.Module, shape: tuple[int, ...]) -> dict:
+    """`cost` of a member, counted once per architecture (its repr and its parameters'
+    shapes): a SplitNet's members are alike, and a search or planner costs the same member
+    widths again and again."""
+    key = (repr(member), tuple(tuple(p.shape) for p in member.parameters()), shape)
+    if key not in _COUNTED:
+        _COUNTED[key] = cost(member, shape)
+    return dict(_COUNTED[key])
+
+
+def describe_split(params: Params, split: int) -> dict:
+    """Each member's width, dropout, params and MACs when `params`' model is divided into
+    `split` members, and the ensemble's totals; counted on the meta device."""
+    ds = resolve_info(params.data)
+    shape = (ds.in_chans, ds.image_size, ds.image_size)
+    m, divide = params.model, params.split.divide_dropout
+    with torch.device("meta"):
+        net = build_splitnet(
+            m.variant,
+            split=split,
+            num_classes=ds.num_classes,
+            in_chans=ds.in_chans,
+            image_size=ds.image_size,
+            width=m.width,
+            dropout=m.dropout,
+            divide_dropout=divide,
+        )
+    widths = member_config(m.variant, m.width, m.dropout, split, divide)
+    members = [{"index": i, **widths, **_member_cost(x, shape)} for i, x in enumerate(net.members)]
+    total = {k: sum(x[k] for x in members) for k in ("params", "flops", "macs")}
+    return {"split": split, "members": members, "ensemble": total}
+
+
 def info(params: Params) -> dict:
     """Widths, params and MACs per member, for the ensemble and for the undivided model,
     from the same params (and the same functions) as training, plus the method's extras."""
@@ -181,27 +217,11 @@ def info(params: Params) -> dict:
     method = method_of(params)
     ds = resolve_info(params.data)
     shape = (ds.in_chans, ds.image_size, ds.image_size)
-    m, divide = params.model, params.split.divide_dropout
+    m = params.model
     variant = m.variant
 
-    def describe(s: int) -> dict:
-        with torch.device("meta"):
-            net = build_splitnet(
-                variant,
-                split=s,
-                num_classes=ds.num_classes,
-                in_chans=ds.in_chans,
-                image_size=ds.image_size,
-                width=m.width,
-                dropout=m.dropout,
-                divide_dropout=divide,
-            )
-        widths = member_config(variant, m.width, m.dropout, s, divide)
-        members = [{"index": i, **widths, **cost(x, shape)} for i, x in enumerate(net.members)]
-        total = {k: sum(x[k] for x in members) for k in ("params", "flops", "macs")}
-        return {"split": s, "members": members, "ensemble": total}
-
-    divided, undivided = describe(params.split.factor), describe(1)
+    divided = describe_split(params, params.split.factor)
+    undivided = describe_split(params, 1)
     return {
         "method": params.method,
         "model": variant,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,6 +119,38 @@ def unit_tier_is_kept():
     yield
     if _VIOLATIONS:
         pytest.fail(f"a unit test {_VIOLATIONS[0]}: mark it `integration` (or `slow`)")
+
+
+def deep_variant(name: str) -> bool:
+    """The 110-272-layer variants: a meta-device pass or FLOP count takes seconds each. The
+    quick tiers cover their families at shallow depth (same code); the e2e tier runs them."""
+    return any(depth in name for depth in ("110", "164", "272"))
+
+
+def every_model(heavy=deep_variant) -> list:
+    """Every registered model as a parameter, the `heavy` ones in the e2e tier."""
+    from dnc.models import list_models
+
+    return [pytest.param(n, marks=pytest.mark.slow) if heavy(n) else n for n in list_models()]
+
+
+@pytest.fixture(scope="session")
+def _empty_mlflow_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store migrated once per session (migrating takes ~1.5 s)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    SqlAlchemyStore(
+        f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlartifacts")
+    ).engine.dispose()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture()
+def sqlite_tracking_uri(tmp_path, _empty_mlflow_db) -> str:
+    """The URI of a fresh, empty MLflow SQLite store in this test's folder."""
+    shutil.copyfile(_empty_mlflow_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 @pytest.fixture(scope="session")

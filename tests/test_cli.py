@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import deep_variant, every_model
 
 from dnc import stages
 from dnc.cli import main
-from dnc.models import get_spec, list_models
+from dnc.models import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,18 +35,14 @@ def test_info_wrn28_10_cifar100_cli():
     assert out["ensemble"]["macs"] == sum(m["macs"] for m in out["members"])
 
 
-def _info_models() -> list:
-    """Every model; the reference-style ones (deep twins of covered preact nets, PyramidNet:
-    ~10-30 s of FLOP counting each) are slow, but the tiny PyramidNet-20."""
-    return [
-        pytest.param(n, marks=pytest.mark.slow)
-        if get_spec(n).style == "reference" and n != "pyramidnet20"
-        else n
-        for n in list_models()
-    ]
+def _heavy_info(name: str) -> bool:
+    """Deep variants, and the reference-style twins of covered preact nets (PyramidNet: ~10-30
+    s of FLOP counting each) but the tiny PyramidNet-20: e2e tier."""
+    twin = get_spec(name).style == "reference" and name != "pyramidnet20"
+    return twin or deep_variant(name)
 
 
-@pytest.mark.parametrize("name", _info_models())
+@pytest.mark.parametrize("name", every_model(_heavy_info))
 @pytest.mark.parametrize("split", [1, 2, 4])
 def test_info_every_model(default_params, name, split):
     overrides = {"model.name": name, "split.factor": split, "data.dataset": "cifar100"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import every_model
 from torch import nn
 
 from dnc.models import (
@@ -58,7 +59,7 @@ def test_forward_backward_cpu(name: str, split: int) -> None:
 
 
 @pytest.mark.parametrize("split", [1, 2])
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", every_model())
 def test_forward_backward_meta_cifar(name: str, split: int) -> None:
     with torch.device("meta"):
         model = create_model(
@@ -73,7 +74,7 @@ def test_forward_backward_meta_cifar(name: str, split: int) -> None:
     assert logits.shape == (2, 100)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", every_model())
 def test_layout_and_skippable_flags(name: str) -> None:
     model = _meta_model(name)
     assert isinstance(model.blocks, nn.Sequential)

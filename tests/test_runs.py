@@ -13,8 +13,8 @@ HOUR_MS = 3600 * 1000
 
 
 @pytest.fixture()
-def store(tmp_path):
-    return Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def store(sqlite_tracking_uri):
+    return Store(sqlite_tracking_uri)
 
 
 def make_run(store: Store, name: str, start_ms: int, epoch_ms: int | None = None, tags=None):

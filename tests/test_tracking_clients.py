@@ -11,8 +11,8 @@ from dnc.train.callbacks import TrainState
 
 
 @pytest.fixture()
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+def store(tmp_path, monkeypatch, sqlite_tracking_uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_tracking_uri)
     monkeypatch.setenv("DNC_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "clients")
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)

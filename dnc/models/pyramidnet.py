@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnc.models.layers import Backbone, ClassifierHead, check_input_dims, conv1x1, conv3x3
+from dnc.models.layers import (
+    Backbone,
+    ClassifierHead,
+    check_input_dims,
+    conv1x1,
+    conv3x3,
+    on_meta,
+)
 from dnc.models.registry import register_family, register_model
 
 STEM_CHANNELS = 16
@@ -160,6 +167,8 @@ class PyramidNet(Backbone):
 
     def init_weights(self) -> None:
         """Convs N(0, 2 / (k^2 out)), BN 1 / 0; the classifier keeps PyTorch's default init."""
+        if on_meta(self):
+            return
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -30,6 +30,7 @@ from dnc.models.layers import (
     check_input_dims,
     conv1x1,
     conv3x3,
+    on_meta,
     round_channels,
 )
 from dnc.models.registry import REFERENCE_NAMES, get_spec, register_model  # noqa: F401
@@ -147,6 +148,8 @@ class ReferenceResNet(Backbone):
 
     def init_weights(self) -> None:
         """Backbone init, then N(0, 1e-3) classifier and zero gamma on each branch's last BN."""
+        if on_meta(self):
+            return
         super().init_weights()
         nn.init.normal_(self.head.fc.weight, std=CLASSIFIER_STD)
         for block in self.blocks:

@@ -216,8 +216,10 @@ def grid(search: SearchConfig) -> list[dict[str, Value]]:
 
 @functools.lru_cache(maxsize=1024)
 def _cost(params_json: str) -> tuple[int, int]:
-    info = stages.info(params_from_dict(json.loads(params_json)))
-    return int(info["ensemble"]["macs"]), int(info["ensemble"]["params"])
+    params = params_from_dict(json.loads(params_json))
+    stages.check_params(params)
+    total = stages.describe_split(params, params.split.factor)["ensemble"]
+    return int(total["macs"]), int(total["params"])
 
 
 def inference_cost(params: Params) -> tuple[int, int]:
