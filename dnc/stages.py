@@ -25,7 +25,7 @@ from dnc.config import Params
 from dnc.data import make_loaders, prepare_dataset, resolve_info
 from dnc.ensemble.splitnet import build_splitnet
 from dnc.evaluation.cascade import evaluate_cascade
-from dnc.evaluation.flops import cost
+from dnc.evaluation.flops import cached_cost
 from dnc.evaluation.predictions import predictions_path, write_predictions
 from dnc.evaluation.results import validated
 from dnc.io import write_json
@@ -136,12 +136,16 @@ def evaluate(
     method = method_of(params)
     metrics = method.evaluate(params, model, loaders.test, info, device, devices)
     predictions = metrics.pop("predictions", None)
+    metrics.pop("member_logits", None)
+    stage_logits = metrics.pop("cascade_logits", None)  # the cascade's stages, already run
     cascade_of = getattr(method, "cascade_stages", None)  # optional: outputs that cascade
     if cascade_of is not None:
         shape = (info.in_chans, info.image_size, info.image_size)
         stages_, how = cascade_of(model)
         pair = (loaders.val, loaders.test)
-        metrics["cascade"] = evaluate_cascade(stages_, how, pair, shape, device, params.eval)
+        metrics["cascade"] = evaluate_cascade(
+            stages_, how, pair, shape, device, params.eval, test_logits=stage_logits
+        )
     metrics["config"] = {
         "method": params.method,
         "dataset": params.data.dataset,
@@ -174,19 +178,6 @@ def evaluate(
     return metrics
 
 
-_COUNTED: dict[tuple, dict] = {}
-
-
-def _member_cost(member: torch.nn.Module, shape: tuple[int, ...]) -> dict:
-    """`cost` of a member, counted once per architecture (its repr and its parameters'
-    shapes): a SplitNet's members are alike, and a search or planner costs the same member
-    widths again and again."""
-    key = (repr(member), tuple(tuple(p.shape) for p in member.parameters()), shape)
-    if key not in _COUNTED:
-        _COUNTED[key] = cost(member, shape)
-    return dict(_COUNTED[key])
-
-
 def describe_split(params: Params, split: int) -> dict:
     """Each member's width, dropout, params and MACs when `params`' model is divided into
     `split` members, and the ensemble's totals; counted on the meta device."""
@@ -205,7 +196,7 @@ def describe_split(params: Params, split: int) -> dict:
             divide_dropout=divide,
         )
     widths = member_config(m.variant, m.width, m.dropout, split, divide)
-    members = [{"index": i, **widths, **_member_cost(x, shape)} for i, x in enumerate(net.members)]
+    members = [{"index": i, **widths, **cached_cost(x, shape)} for i, x in enumerate(net.members)]
     total = {k: sum(x[k] for x in members) for k in ("params", "flops", "macs")}
     return {"split": split, "members": members, "ensemble": total}
 

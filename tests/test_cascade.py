@@ -140,6 +140,31 @@ def test_evaluate_writes_the_cascade_beside_the_prefixes(tiny_params, tmp_path) 
     assert budget.test_acc == points[budget.tau].acc
 
 
+def test_cascade_on_the_members_logits_is_the_cascade_run_afresh() -> None:
+    """dnc evaluate hands the cascade the members' test logits it already has: the curve
+    must be the one the cascade gets by running its stages itself."""
+    from dnc.config import EvalConfig
+    from dnc.ensemble.splitnet import build_splitnet
+    from dnc.evaluation.cascade import evaluate_cascade
+    from dnc.evaluation.evaluate import evaluate_splitnet
+
+    torch.manual_seed(0)
+    net = build_splitnet("small_cnn", split=3, num_classes=5, in_chans=1, image_size=8, width=6)
+    net.eval()
+    batches = [(torch.randn(20, 1, 8, 8), torch.randint(0, 5, (20,))) for _ in range(2)]
+    cpu, cfg = (
+        torch.device("cpu"),
+        EvalConfig(batch_size=8, latency_batch_sizes=[1], latency_repeats=1),
+    )
+    given = evaluate_splitnet(net, batches, (1, 8, 8), cpu, [1], 1)["member_logits"]
+    stages = [(f"member_{i}", m) for i, m in enumerate(net.members)]
+    args = (stages, net.ensemble, (batches, batches), (1, 8, 8), cpu, cfg)
+    reused, afresh = evaluate_cascade(*args, test_logits=given), evaluate_cascade(*args)
+    strip = [{k: v for k, v in p.items() if k != "latency_ms"} for p in afresh["points"]]
+    assert [{k: v for k, v in p.items() if k != "latency_ms"} for p in reused["points"]] == strip
+    assert len({p["acc"] for p in strip}) > 1  # the taus do differ on these inputs
+
+
 def test_cooperative_cascades_over_teammate_a_depths(tiny_params, tmp_path) -> None:
     from dnc import stages
     from dnc.evaluation.results import EvalResult

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnc.evaluation.flops import cost
+from dnc.evaluation.flops import cached_cost
 from dnc.train.losses import EnsembleHow, ensemble_log_probs
 from dnc.train.scoring import collect_logits
 
@@ -225,13 +225,16 @@ def evaluate_cascade(
     input_shape: tuple[int, ...],
     device: torch.device,
     cfg: EvalConfig,
+    test_logits: tuple[Tensor, Tensor] | None = None,
 ) -> dict:
     """The cascade section of the metrics JSON: per tau on the test set, accuracy, mean
     MACs per image, exit shares and batched latency; with `cfg.cascade_budget_macs`, the
-    tau chosen on the validation set (`loaders` = (val, test)) and its test accuracy."""
+    tau chosen on the validation set (`loaders` = (val, test)) and its test accuracy.
+    `test_logits`: the stages' (M, N, C) logits and labels on the test set, when the
+    caller already has them (else they are collected here)."""
     val_loader, test_loader = loaders
     modules = [m.to(device).eval() for _, m in stages]
-    macs = [cost(m, input_shape)["macs"] for m in modules]
+    macs = [cached_cost(m, input_shape)["macs"] for m in modules]
     budget = cfg.cascade_budget_macs
     if budget is not None and budget < macs[0]:  # before any compute
         select_tau([{"macs": macs[0], "acc": 0.0}], budget)
@@ -240,7 +243,9 @@ def evaluate_cascade(
         return torch.stack([m(x) for m in modules])  # (M, B, C)
 
     module = nn.ModuleList(modules)
-    logits, labels = collect_logits(module, test_loader, device, forward)
+    if test_logits is None:
+        test_logits = collect_logits(module, test_loader, device, forward)
+    logits, labels = test_logits
     points = cascade_outcomes(logits, labels, macs, how, TAUS, cfg.cascade_gate)
     images = _images(test_loader, max(cfg.latency_batch_sizes) * (cfg.latency_repeats + 2), device)
     for p in points:

@@ -18,7 +18,7 @@ from dnc.evaluation.calibration import (
     pairwise_disagreement,
     reliability_bins,
 )
-from dnc.evaluation.flops import cost
+from dnc.evaluation.flops import cached_cost
 from dnc.train.losses import EnsembleHow, ensemble_log_probs
 from dnc.train.scoring import collect_logits, score
 
@@ -114,7 +114,7 @@ def evaluate_splitnet(
     """Accuracy (%), NLL, params, MACs and latency of members, ensemble and k-prefixes."""
     logits, labels = collect_logits(model.to(device), loader, device)
     how: EnsembleHow = model.ensemble
-    member_cost = [cost(m, input_shape) for m in model.members]
+    member_cost = [cached_cost(m, input_shape) for m in model.members]
     per_member = score(logits, labels, how)
     log_p = torch.log_softmax(logits.double(), dim=-1)  # (S, N, C)
     members = [
@@ -156,7 +156,9 @@ def evaluate_splitnet(
         "prefixes": prefixes,
         "curve": curve_rows(prefixes),
         "num_test": int(labels.numel()),
-        # Not JSON: popped by dnc.stages.evaluate into <run>.predictions.npz.
+        # Not JSON, popped by dnc.stages.evaluate: the members' (S, N, C) test logits with
+        # the labels, and what goes into <run>.predictions.npz.
+        "member_logits": (logits, labels),
         "predictions": {
             "labels": labels,
             "ensemble": prefix_preds[-1],

@@ -39,3 +39,17 @@ def cost(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """{"params", "flops", "macs"} for one image (input_shape without the batch dim)."""
     flops = count_flops(module, (1, *input_shape))
     return {"params": count_params(module), "flops": flops, "macs": flops // 2}
+
+
+_COUNTED: dict[tuple, dict[str, int]] = {}
+
+
+def cached_cost(module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """`cost`, counted once per architecture per process (the key is the module's repr, which
+    names every layer's shape, and its parameters' shapes): a SplitNet's members are alike,
+    and a search, planner or multi-seed stage costs the same members again and again."""
+    shapes = tuple(tuple(p.shape) for p in module.parameters())
+    key = (type(module).__qualname__, repr(module), shapes, tuple(input_shape))
+    if key not in _COUNTED:
+        _COUNTED[key] = cost(module, input_shape)
+    return dict(_COUNTED[key])

@@ -156,6 +156,8 @@ class SplitNetMethod:
         )
         metrics["curve"] = curve_rows(metrics["prefixes"], self.name, self.curve_name)
         metrics["config"] = {"split_factor": params.split.factor, **member_config_of(params)}
+        # The cascade's stages are the members, in order: it reuses their test logits.
+        metrics["cascade_logits"] = metrics.pop("member_logits")
         return metrics
 
     def cascade_stages(self, model: nn.Module) -> tuple[list[tuple[str, nn.Module]], str]:
