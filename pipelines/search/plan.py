@@ -140,12 +140,16 @@ def plan(
     configs = distinct_configs(runs)
     picks: dict[tuple[int, float], int] = {}
     preds = []
+    tops: dict[tuple[int, ...], tuple[float, Candidate]] = {}  # a resample's multiset -> top
     for _ in range(boots):  # resample whole configurations: seeds of one are not independent
         chosen = rng.choice(len(configs), len(configs), replace=True)
-        sample = [r for i in chosen for r in runs if r.config == configs[i]]
-        if len(distinct_configs(sample)) < N_PARAMS:
+        key = tuple(sorted(chosen.tolist()))  # the fit depends on the multiset, not the order
+        if len(set(key)) < N_PARAMS:
             continue
-        top_pred, top = rank(fit_law(sample), fitting)[0]
+        if key not in tops:
+            sample = [r for i in key for r in runs if r.config == configs[i]]
+            tops[key] = rank(fit_law(sample), fitting)[0]
+        top_pred, top = tops[key]
         picks[(top.split, top.width)] = picks.get((top.split, top.width), 0) + 1
         preds.append(top_pred)
     loco = leave_one_config_out(runs)
