@@ -58,13 +58,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     """Run flow dnc-sweep in this process; print its result."""
     overrides, grid = read_overrides(args), _grid(args.grid) or None
     from pipelines.common.workers import check_train_device, parse_devices
-
-    apply_network_timeout()
-    from pipelines.prefect.flows import DEFAULT_GRID, expand_grid, sweep_flow
+    from pipelines.prefect.points import DEFAULT_GRID, expand_grid
 
     devices = parse_devices(args.devices)
     for _, params in expand_grid(args.params, overrides, grid or DEFAULT_GRID):  # before Prefect
         check_train_device(params.train.device, devices)
+    apply_network_timeout()  # Prefect reads its request timeout when it is imported
+    from pipelines.prefect.flows import sweep_flow
+
     out = sweep_flow(
         params_path=args.params,
         grid=grid,

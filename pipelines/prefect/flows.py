@@ -14,7 +14,6 @@ hashes them, `pipelines.dvc.runlock`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +22,11 @@ from typing import Any
 from prefect import flow, runtime
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from dnc import builders
 from dnc.config import ConfigError, Params
-from dnc.config_loading import load_params
 from dnc.evaluation.predictions import predictions_path
 from pipelines.common import workers
 from pipelines.common.errors import one_line
+from pipelines.prefect.points import DEFAULT_GRID, expand_grid, load_config
 from pipelines.prefect.tasks import (
     PLOT,
     RunPaths,
@@ -47,28 +45,9 @@ from pipelines.prefect.tasks import (
 
 DATA_STORE = "data/prefect"
 RUNS = "runs"
-DEFAULT_GRID: dict[str, list[Any]] = {"split.factor": [1, 2, 4]}
 
 
 # -- configuration (runs in the flow body, before any task) ----------------------------------
-
-
-def load_config(params_path: str, overrides: dict[str, Any]) -> Params:
-    """Validated params of a run; a bad value raises ConfigError naming the dotted key."""
-    params = load_params(params_path, overrides)
-    builders.check_params(params)
-    return params
-
-
-def expand_grid(
-    params_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]]
-) -> list[tuple[dict[str, Any], Params]]:
-    """Every grid point as (its overrides, validated params); the first bad one raises."""
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid.{key}: expected a non-empty list of values")
-    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    return [(point, load_config(params_path, {**overrides, **point})) for point in points]
 
 
 @contextlib.contextmanager
