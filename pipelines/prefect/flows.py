@@ -16,8 +16,9 @@ and the DVC report on it (`report.md`, `report/`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,7 @@ def sweep_flow(
     for params in configs:
         workers.check_train_device(params.train.device, devices or [])
     sweep_dir = Path(out_dir) if out_dir else Path(RUNS) / "sweep" / _run_name()
-    pool = task_runner(max_concurrent, devices or [], threads)
+    pool = functools.partial(task_runner, max_concurrent, devices or [], threads)
     if compare:
         all_metrics = train_and_evaluate(
             pool,
@@ -185,7 +186,7 @@ def sweep_flow(
 
 
 def train_and_evaluate(
-    pool: TaskRunner,
+    pool: Callable[[], TaskRunner],
     configs: list[Params],
     data_store: str,
     model_dirs: list[Path],
@@ -193,8 +194,9 @@ def train_and_evaluate(
     names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Prepare once per distinct data config, then train and evaluate every configuration on
-    `pool`; each one's metrics. `names`: the compare section's configurations (run dirs
-    `<config>/seed<k>`, named so in the task runs and tagged on the tracked runs)."""
+    `pool()` (started once the data is ready); each one's metrics. `names`: the compare
+    section's configurations (run dirs `<config>/seed<k>`, named so in the task runs and
+    tagged on the tracked runs)."""
     data_dirs = [Path(data_store) / data_key(p) for p in configs]
     for data_dir, params in dict(zip(data_dirs, configs, strict=True)).items():
         prepare_step(params, data_dir)  # once per distinct data config
@@ -205,12 +207,12 @@ def train_and_evaluate(
             task_run_name="evaluate {metrics_path.parent.name}/{metrics_path.stem}"
         )
     config = names or [None] * len(configs)
-    with pool:
-        trained = pool.map(
+    with pool() as runner:
+        trained = runner.map(
             train,
             {"params": configs, "data_dir": data_dirs, "model_dir": model_dirs, "config": config},
         )
-        evaluated = pool.map(
+        evaluated = runner.map(
             evaluate,
             {
                 "params": configs,
