@@ -46,7 +46,7 @@ COMMANDS: dict[str, Command] = {
         "flow dnc-experiment: prepare, train, evaluate, report", "pipelines.prefect.cli:experiment"
     ),
     "sweep": Command(
-        "flow dnc-sweep: a grid of configurations, compared", "pipelines.prefect.cli:sweep"
+        "flow dnc-sweep: a grid or the compare section, compared", "pipelines.prefect.cli:sweep"
     ),
     "serve": Command(
         "serve prefect.yaml's deployments (needs a Prefect server)", "pipelines.prefect.cli:serve"

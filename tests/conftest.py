@@ -1,4 +1,4 @@
-"""Shared fixtures: the real params.yaml, shrunk to a tiny CPU run on `digits`."""
+"""Shared fixtures: the real params.yaml shrunk to a tiny CPU run on `digits`; a Prefect server."""
 
 from __future__ import annotations
 
@@ -163,3 +163,17 @@ def default_params() -> Params:
 def tiny_params(default_params: Params) -> Params:
     """The committed params shrunk to a seconds-long CPU run on digits."""
     return default_params.with_overrides(TINY)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
+    """A Prefect test server with its own PREFECT_HOME (results, cache) for this module."""
+    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DNC_TRACKING", "off")  # MLflow is not under test here
+        settings = {PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
+        with temporary_settings(updates=settings), prefect_test_harness(120):
+            yield

@@ -23,20 +23,6 @@ from pipelines.prefect import tasks as flow_tasks
 QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory):
-    """A Prefect test server with its own PREFECT_HOME (results, cache) for this module."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DNC_TRACKING", "off")  # MLflow is not under test here
-        settings = {PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-        with temporary_settings(updates=settings), prefect_test_harness(120):
-            yield
-
-
 def _client():
     from prefect.client.orchestration import get_client
 

@@ -88,14 +88,22 @@ def report(params_path: Path, metrics_dir: Path, models_dir: Path, out_dir: Path
     return {**summary, "verdicts": verdict_json}
 
 
-def _run(args: argparse.Namespace) -> int:
-    summary = report(Path(args.params), Path(args.metrics), Path(args.models), Path(args.out))
+def print_verdicts(summary: dict, table: Path) -> None:
+    """What `python -m pipelines report` prints: each configuration's accuracy [95 % CI] and
+    verdict, the headline, the table's path. `summary`: what `report` returned (or its
+    `report/summary.json`)."""
+    summary = dict(summary)
     judged = summary.pop("verdicts")
     for config, s in summary.items():
         verdict = judged.get("rows", {}).get(config, {}).get("verdict", "")
         print(f"{label(config, s):40s} {acc_ci(s):24s} % {verdict}")
     print(judged.get("headline") or "no baseline: no verdicts")
-    print(f"wrote {Path(args.out) / 'report.md'}")
+    print(f"wrote {table}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    summary = report(Path(args.params), Path(args.metrics), Path(args.models), Path(args.out))
+    print_verdicts(summary, Path(args.out) / "report.md")
     return 0
 
 

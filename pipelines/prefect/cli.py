@@ -55,16 +55,24 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    """Run flow dnc-sweep in this process; print its result."""
+    """Run flow dnc-sweep in this process; print its result (with --compare, then the
+    verdict lines of `python -m pipelines report`)."""
+    if args.compare and args.grid:
+        raise ConfigError("--compare: not with --grid (its points are compare.configs x seeds)")
     overrides, grid = read_overrides(args), _grid(args.grid) or None
     from pipelines.common.workers import check_train_device, parse_devices
-
-    apply_network_timeout()
-    from pipelines.prefect.flows import DEFAULT_GRID, expand_grid, sweep_flow
+    from pipelines.prefect.points import DEFAULT_GRID, expand_comparison, expand_grid
 
     devices = parse_devices(args.devices)
-    for _, params in expand_grid(args.params, overrides, grid or DEFAULT_GRID):  # before Prefect
+    if args.compare:
+        configs = [r.params for r in expand_comparison(args.params, overrides)]
+    else:
+        configs = [p for _, p in expand_grid(args.params, overrides, grid or DEFAULT_GRID)]
+    for params in configs:  # every point validated before Prefect starts
         check_train_device(params.train.device, devices)
+    apply_network_timeout()  # Prefect reads its request timeout when it is imported
+    from pipelines.prefect.flows import sweep_flow
+
     out = sweep_flow(
         params_path=args.params,
         grid=grid,
@@ -74,8 +82,15 @@ def run_sweep(args: argparse.Namespace) -> int:
         data_store=args.data_store,
         devices=devices or None,
         threads=args.threads,
+        compare=args.compare,
     )
-    return _print(out)
+    _print(out)
+    if args.compare:
+        from pipelines.dvc.report import print_verdicts
+
+        report = Path(out[0]["report"])
+        print_verdicts(json.loads((report.parent / "report" / "summary.json").read_text()), report)
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -115,6 +130,12 @@ def sweep(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=[V1, V2]",
         help="a swept key (repeatable; none given: split.factor=[1, 2, 4])",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="sweep the params file's compare.configs x compare.seeds instead of a grid, "
+        "into models/ and evaluate/ as dvc repro does, compared by the DVC report",
     )
     p.add_argument("--max-concurrent", type=int, default=1, help="trainings at once (2 cores: 1)")
     p.add_argument(

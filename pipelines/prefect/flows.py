@@ -8,27 +8,36 @@ before any task runs, so a bad value fails the run at once with the key in the m
 Outputs: prepared data in a content-addressed store shared by runs (`data/prefect/<key>/`)
 and one folder per configuration: `model/` (checkpoints), `metrics.json`, `flops.json`,
 `report.md`, `accuracy_vs_macs.png` and `run.lock.json` (the stages hashed as `dvc repro`
-hashes them, `pipelines.dvc.runlock`).
+hashes them, `pipelines.dvc.runlock`). A `compare` sweep instead writes the DVC layout
+(`models/<config>/seed<k>/`, `evaluate/<config>/seed<k>.json`, `pipelines.prefect.points`)
+and the DVC report on it (`report.md`, `report/`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import functools
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, runtime
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from dnc import builders
 from dnc.config import ConfigError, Params
-from dnc.config_loading import load_params
 from dnc.evaluation.predictions import predictions_path
 from pipelines.common import workers
 from pipelines.common.errors import one_line
+from pipelines.prefect.points import (
+    DEFAULT_GRID,
+    METRICS,
+    MODELS,
+    REPORT,
+    expand_comparison,
+    expand_grid,
+    load_config,
+)
 from pipelines.prefect.tasks import (
     PLOT,
     RunPaths,
@@ -42,33 +51,15 @@ from pipelines.prefect.tasks import (
     run_logger,
     train_members,
     write_comparison,
+    write_dvc_report,
     write_report,
 )
 
 DATA_STORE = "data/prefect"
 RUNS = "runs"
-DEFAULT_GRID: dict[str, list[Any]] = {"split.factor": [1, 2, 4]}
 
 
 # -- configuration (runs in the flow body, before any task) ----------------------------------
-
-
-def load_config(params_path: str, overrides: dict[str, Any]) -> Params:
-    """Validated params of a run; a bad value raises ConfigError naming the dotted key."""
-    params = load_params(params_path, overrides)
-    builders.check_params(params)
-    return params
-
-
-def expand_grid(
-    params_path: str, overrides: dict[str, Any], grid: dict[str, list[Any]]
-) -> list[tuple[dict[str, Any], Params]]:
-    """Every grid point as (its overrides, validated params); the first bad one raises."""
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid.{key}: expected a non-empty list of values")
-    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    return [(point, load_config(params_path, {**overrides, **point})) for point in points]
 
 
 @contextlib.contextmanager
@@ -134,7 +125,7 @@ def task_runner(max_concurrent: int, devices: list[str], threads: int | None) ->
     )
 
 
-@flow(name="dnc-sweep", description="a grid of configurations, trained a few at a time")
+@flow(name="dnc-sweep", description="a grid of configurations, or the compare section x seeds")
 def sweep_flow(
     params_path: str = "params.yaml",
     grid: dict[str, list[Any]] | None = None,
@@ -144,37 +135,44 @@ def sweep_flow(
     data_store: str = DATA_STORE,
     devices: list[str] | None = None,
     threads: int | None = None,
+    compare: bool = False,
 ) -> list[dict[str, Any]]:
     """Every grid point (default S in 1, 2, 4), `max_concurrent` trainings at a time; with
-    `devices` (["cuda:0", "cuda:1"], ["cpu", "cpu"]) each in its own pinned process."""
+    `devices` (["cuda:0", "cuda:1"], ["cpu", "cpu"]) each in its own pinned process.
+    `compare`: instead of a grid, the params file's compare.configs x compare.seeds, in the
+    DVC layout, compared by the DVC report (`pipelines.prefect.points`)."""
     overrides = overrides or {}
     with reason_logged():
         if max_concurrent < 1:
             raise ConfigError(f"max_concurrent: must be >= 1, got {max_concurrent}")
-        grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)  # all validated
-    points, configs = [pt for pt, _ in grid_points], [p for _, p in grid_points]
+        if compare and grid:
+            raise ConfigError("compare: not with a grid (its points are configs x seeds)")
+        if compare:
+            runs = expand_comparison(params_path, overrides)  # all validated
+            configs = [r.params for r in runs]
+        else:
+            grid_points = expand_grid(params_path, overrides, grid or DEFAULT_GRID)
+            configs = [p for _, p in grid_points]
     for params in configs:
         workers.check_train_device(params.train.device, devices or [])
     sweep_dir = Path(out_dir) if out_dir else Path(RUNS) / "sweep" / _run_name()
+    pool = functools.partial(task_runner, max_concurrent, devices or [], threads)
+    if compare:
+        all_metrics = train_and_evaluate(
+            pool,
+            configs,
+            data_store,
+            [r.model_dir(sweep_dir) for r in runs],
+            [r.metrics_path(sweep_dir) for r in runs],
+            [r.config for r in runs],
+        )
+        markdown = write_dvc_report(params_path, sweep_dir)
+        publish_artifacts("dnc-sweep", markdown, report_links(sweep_dir))
+        return [r.row(sweep_dir, m) for r, m in zip(runs, all_metrics, strict=True)]
+    points = [pt for pt, _ in grid_points]
     paths = [_paths(p, sweep_dir / run_label(p), data_store) for p in configs]
-    for data_dir, params in {pth.data: p for p, pth in zip(configs, paths, strict=True)}.items():
-        prepare_step(params, data_dir)  # once per distinct data config
-    data_dirs = [p.data for p in paths]
-    with task_runner(max_concurrent, devices or [], threads) as pool:
-        trained = pool.map(
-            train_members,
-            {"params": configs, "data_dir": data_dirs, "model_dir": [p.model for p in paths]},
-        )
-        evaluated = pool.map(
-            evaluate_members,
-            {
-                "params": configs,
-                "data_dir": data_dirs,
-                "trained": trained,  # evaluate i waits for train i
-                "metrics_path": [p.metrics for p in paths],
-            },
-        )
-        all_metrics = evaluated.result()  # the first failure fails the run
+    model_dirs, metrics_paths = [p.model for p in paths], [p.metrics for p in paths]
+    all_metrics = train_and_evaluate(pool, configs, data_store, model_dirs, metrics_paths)
     rows = []
     for point, params, pth, metrics in zip(points, configs, paths, all_metrics, strict=True):
         flops = count_flops(params, pth.flops)
@@ -185,6 +183,58 @@ def sweep_flow(
     links = {"sweep": sweep_dir / "sweep.json", "plot": sweep_dir / PLOT}
     publish_artifacts("dnc-sweep", markdown, links)
     return rows
+
+
+def train_and_evaluate(
+    pool: Callable[[], TaskRunner],
+    configs: list[Params],
+    data_store: str,
+    model_dirs: list[Path],
+    metrics_paths: list[Path],
+    names: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Prepare once per distinct data config, then train and evaluate every configuration on
+    `pool()` (started once the data is ready); each one's metrics. `names`: the compare
+    section's configurations (run dirs `<config>/seed<k>`, named so in the task runs and
+    tagged on the tracked runs)."""
+    data_dirs = [Path(data_store) / data_key(p) for p in configs]
+    for data_dir, params in dict(zip(data_dirs, configs, strict=True)).items():
+        prepare_step(params, data_dir)  # once per distinct data config
+    train, evaluate = train_members, evaluate_members
+    if names is not None:
+        train = train.with_options(task_run_name="train {model_dir.parent.name}/{model_dir.name}")
+        evaluate = evaluate.with_options(
+            task_run_name="evaluate {metrics_path.parent.name}/{metrics_path.stem}"
+        )
+    config = names or [None] * len(configs)
+    with pool() as runner:
+        trained = runner.map(
+            train,
+            {"params": configs, "data_dir": data_dirs, "model_dir": model_dirs, "config": config},
+        )
+        evaluated = runner.map(
+            evaluate,
+            {
+                "params": configs,
+                "data_dir": data_dirs,
+                "trained": trained,  # evaluate i waits for train i
+                "metrics_path": metrics_paths,
+                "config": config,
+            },
+        )
+        return evaluated.result()  # the first failure fails the run
+
+
+def report_links(sweep_dir: Path) -> dict[str, Path]:
+    """The link artifacts of a `--compare` sweep: its report and the report's files."""
+    report_dir = sweep_dir / "report"
+    return {
+        "report": sweep_dir / REPORT,
+        "summary": report_dir / "summary.json",
+        "plot": report_dir / "plots" / PLOT,
+        "models": sweep_dir / MODELS,
+        "evaluate": sweep_dir / METRICS,
+    }
 
 
 def summary(

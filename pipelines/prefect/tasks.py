@@ -31,6 +31,7 @@ from dnc.data.prepare import FORMAT as PREPARED_FORMAT
 from dnc.io import write_json
 from pipelines.common.workers import apply_pin
 from pipelines.dvc import plots, runlock
+from pipelines.prefect.points import METRICS, MODELS, REPORT
 from pipelines.prefect.report import comparison_table, experiment_table
 from pipelines.tracking import runner
 
@@ -143,10 +144,13 @@ def prepare_step(params: Params, data_dir: Path) -> dict[str, Any]:
 
 
 @task(name="train", task_run_name="train {model_dir.parent.name}")
-def train_members(params: Params, data_dir: Path, model_dir: Path) -> dict[str, Any]:
-    """Co-train the S members into `model_dir` (resumes from its last.pt)."""
+def train_members(
+    params: Params, data_dir: Path, model_dir: Path, config: str | None = None
+) -> dict[str, Any]:
+    """Co-train the S members into `model_dir` (resumes from its last.pt); `config`: the
+    compare section's configuration, tagged on the tracked run as `dvc repro` tags it."""
     apply_pin()  # in a pinned pool worker: its device (Prefect resets the environment per task)
-    result = runner.train(params, data_dir, model_dir, entry_point=ENTRY_POINT)
+    result = runner.train(params, data_dir, model_dir, entry_point=ENTRY_POINT, config=config)
     return {
         "model_dir": str(model_dir),
         "best_epoch": result.state.best_epoch,
@@ -157,12 +161,19 @@ def train_members(params: Params, data_dir: Path, model_dir: Path) -> dict[str, 
 
 @task(name="evaluate", task_run_name="evaluate {metrics_path.parent.name}")
 def evaluate_members(
-    params: Params, data_dir: Path, trained: dict[str, Any], metrics_path: Path
+    params: Params,
+    data_dir: Path,
+    trained: dict[str, Any],
+    metrics_path: Path,
+    config: str | None = None,
 ) -> dict[str, Any]:
-    """Test metrics of members, ensemble and k-of-S prefixes -> `metrics_path`."""
+    """Test metrics of members, ensemble and k-of-S prefixes -> `metrics_path` (and the
+    per-example predictions beside it)."""
     apply_pin()
     model_dir = Path(trained["model_dir"])
-    return runner.evaluate(params, data_dir, model_dir, metrics_path, entry_point=ENTRY_POINT)
+    return runner.evaluate(
+        params, data_dir, model_dir, metrics_path, entry_point=ENTRY_POINT, config=config
+    )
 
 
 @task(name="flops", task_run_name="flops {path.parent.name}")
@@ -253,6 +264,17 @@ def write_comparison(
     ]
     plots.accuracy_vs_macs(points, out_dir / PLOT, "dnc-sweep: k of S members per configuration")
     return markdown
+
+
+@task(name="compare", task_run_name="compare {sweep_dir.name}")
+def write_dvc_report(params_path: str, sweep_dir: Path) -> str:
+    """The comparison of a `--compare` sweep, by the DVC report stage's own code
+    (`pipelines.dvc.report`) on the sweep's models/ and evaluate/: `report.md` and
+    `report/` in `sweep_dir`; returns the markdown."""
+    from pipelines.dvc.report import report
+
+    report(Path(params_path), sweep_dir / METRICS, sweep_dir / MODELS, sweep_dir)
+    return (sweep_dir / REPORT).read_text()
 
 
 @task(name="publish")
