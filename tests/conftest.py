@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing.util
 import os
+import platform
 import shutil
 import socket
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -56,6 +59,11 @@ def no_leaked_tracking_uri():
 # start processes or servers; every other test is a unit test, and is held to it: while it
 # runs (its fixtures included) starting a process or touching a TCP socket fails it.
 TIERS = {"e2e": "slow", "integration": "integration"}
+# Probes libraries make once, at import, that are no test's doing: `platform.processor()`
+# runs `uname -p` (MLflow's import calls it) and urllib3 binds [::1]:0 to detect IPv6. Done
+# here, before any guard, so the first unit test to import MLflow or requests is not blamed.
+platform.processor()
+importlib.import_module("urllib3.util.connection")
 
 
 def tier_of(item: pytest.Item) -> str:
@@ -78,8 +86,13 @@ def _refuse(what: str, original):
         sock = args[0] if args else None
         if isinstance(sock, socket.socket) and sock.family not in TCP_FAMILIES:
             return original(*args, **kwargs)  # Unix sockets and socketpairs stay local
-        _VIOLATIONS.append(what)
-        raise TierViolation(f"a unit test {what}: mark it `integration` (or `slow`)")
+        caller = next(
+            (f for f in reversed(traceback.extract_stack()[:-1]) if "conftest" not in f.filename),
+            None,
+        )
+        where = f" ({caller.filename}:{caller.lineno})" if caller else ""
+        _VIOLATIONS.append(what + where)
+        raise TierViolation(f"a unit test {what}{where}: mark it `integration` (or `slow`)")
 
     return guarded
 
