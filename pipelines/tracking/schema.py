@@ -151,7 +151,9 @@ def dvc_lock_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
         return None
     try:
         rel = Path(path).resolve().relative_to(lock.resolve().parent).as_posix()
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        # libyaml's loader where built in: dvc.lock lists every output file (~0.1 s in Python)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        stages = (yaml.load(lock.read_text(), Loader=loader) or {}).get("stages", {})
     except (ValueError, yaml.YAMLError):
         return None
     for stage in stages.values():
