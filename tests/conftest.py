@@ -24,6 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = load_preset(ROOT / "presets" / "tiny.yaml")  # the tiny run, shared with benchmarks
 
+# A search section of 3 quick trials over S, width and co-training weight, shared by the
+# search and worker tests (merged into params.yaml's `search`).
+SEARCH = {
+    "n_trials": 3,
+    "startup_trials": 2,
+    "storage": "sqlite:///optuna.db",
+    "heartbeat_interval": 1,
+    "grace_period": 2,
+    "budget": {"macs": None, "params": None, "train_macs": None, "train_seconds": None},
+    "space": {
+        "split.factor": {"choices": [1, 2, 4]},
+        "model.width": {"low": 4, "high": 8, "step": 4},
+        "train.cot_weight": {"low": 0.0, "high": 1.0},
+    },
+}
+
 # Subprocesses the tests start (dnc, dvc, workers) inherit one thread too: on 2 cores a
 # tiny train + evaluate took 3 s with 1 thread and 40 s with 2 under load.
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -15,7 +15,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY
+from conftest import ROOT, SEARCH, TINY
 
 from dnc.config_loading import apply_overrides, load_params
 from dnc.train.callbacks import FitResult, TrainState
@@ -25,19 +25,6 @@ from pipelines.search.study import final_trials
 
 # Trials of about a second: 1 epoch on 512 digits images, members of width <= 8.
 TRIAL = {**TINY, "train.epochs": 1, "data.train_size": 512}
-SEARCH = {
-    "n_trials": 3,
-    "startup_trials": 2,
-    "storage": "sqlite:///optuna.db",
-    "heartbeat_interval": 1,
-    "grace_period": 2,
-    "budget": {"macs": None, "params": None, "train_macs": None, "train_seconds": None},
-    "space": {
-        "split.factor": {"choices": [1, 2, 4]},
-        "model.width": {"low": 4, "high": 8, "step": 4},
-        "train.cot_weight": {"low": 0.0, "high": 1.0},
-    },
-}
 
 
 def write_params(folder: Path, train: dict | None = None, **search: object) -> Path:

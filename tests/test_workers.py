@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, SEARCH, TINY
 
 from dnc.config import ConfigError
 from dnc.train import checkpoint
@@ -96,20 +96,6 @@ def test_pinned_process_sweep_gives_the_sequential_weights(prefect_server, tmp_p
 
 
 # --- searches: pinned worker processes, and a search under torchrun --------------------------
-
-SEARCH = {
-    "n_trials": 3,
-    "startup_trials": 2,
-    "storage": "sqlite:///optuna.db",
-    "heartbeat_interval": 1,
-    "grace_period": 2,
-    "budget": {"macs": None, "params": None, "train_macs": None, "train_seconds": None},
-    "space": {
-        "split.factor": {"choices": [1, 2, 4]},
-        "model.width": {"low": 4, "high": 8, "step": 4},
-        "train.cot_weight": {"low": 0.0, "high": 1.0},
-    },
-}
 
 
 def _search_params(folder: Path, **search: object) -> Path:
