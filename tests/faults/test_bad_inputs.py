@@ -145,10 +145,7 @@ SET_CASES = [
 )
 def test_bad_override_exits_2_before_training(world, capsys, tmp_path, sets, names):
     out = tmp_path / "run"
-    argv = ["train", "--params", str(world["params"]), "--data", str(world["data"])]
-    for s in sets:
-        argv += ["--set", s]
-    rc = main([*argv, "--out", str(out)])
+    rc = _cli(world, "train", *sets, out=out)
     _assert_clean_failure(rc, capsys, names)
     assert not out.exists(), "a run folder was written: compute started"
 
@@ -156,17 +153,7 @@ def test_bad_override_exits_2_before_training(world, capsys, tmp_path, sets, nam
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_device_without_cuda_fails_at_load(world, capsys, tmp_path):
     out = tmp_path / "run"
-    rc = main(
-        [
-            "train",
-            "--params",
-            str(world["params"]),
-            "--set",
-            "train.device=cuda",
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _cli(world, "train", "train.device=cuda", data=False, out=out)
     _assert_clean_failure(rc, capsys, "train.device")
     assert not out.exists()
 
@@ -318,17 +305,7 @@ def test_out_empty_string(world, capsys):
 def test_out_under_a_file(world, capsys):
     blocker = world["base"] / "a-file"
     blocker.write_text("x")
-    rc = main(
-        [
-            "train",
-            "--params",
-            str(world["params"]),
-            "--data",
-            str(world["data"]),
-            "--out",
-            str(blocker / "run"),
-        ]
-    )
+    rc = _cli(world, "train", out=blocker / "run")
     _assert_clean_failure(rc, capsys, "a-file")
 
 
@@ -338,17 +315,7 @@ def test_out_read_only(world, capsys, tmp_path):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        rc = main(
-            [
-                "train",
-                "--params",
-                str(world["params"]),
-                "--data",
-                str(world["data"]),
-                "--out",
-                str(ro / "run"),
-            ]
-        )
+        rc = _cli(world, "train", out=ro / "run")
     finally:
         ro.chmod(0o755)
     _assert_clean_failure(rc, capsys, "ro")
@@ -378,19 +345,7 @@ def _eval_cases(world) -> dict[str, tuple[Path, str]]:
 def test_bad_model_dir(world, capsys, tmp_path, case):
     run, names = _eval_cases(world)[case]
     out = tmp_path / "metrics.json"
-    rc = main(
-        [
-            "evaluate",
-            "--params",
-            str(world["params"]),
-            "--data",
-            str(world["data"]),
-            "--model-dir",
-            str(run),
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _cli(world, "evaluate", model_dir=run, out=out)
     captured = capsys.readouterr()
     out_text, err_text = captured.out, captured.err
     _assert_clean_failure(rc, capsys, names, err_text)
@@ -400,21 +355,7 @@ def test_bad_model_dir(world, capsys, tmp_path, case):
 
 def test_checkpoint_of_other_split_factor(world, capsys, tmp_path):
     out = tmp_path / "metrics.json"
-    rc = main(
-        [
-            "evaluate",
-            "--params",
-            str(world["params"]),
-            "--data",
-            str(world["data"]),
-            "--set",
-            "split.factor=4",
-            "--model-dir",
-            str(world["run"]),
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _cli(world, "evaluate", "split.factor=4", model_dir=world["run"], out=out)
     _assert_clean_failure(rc, capsys, "split.factor")
     assert not out.exists()
 
@@ -432,28 +373,13 @@ def test_checkpoint_of_other_split_factor(world, capsys, tmp_path):
 )
 def test_evaluate_refuses_before_compute(world, capsys, tmp_path, sets, names):
     out = tmp_path / "metrics.json"
-    argv = ["evaluate", "--params", str(world["params"]), "--data", str(world["data"])]
-    for s in sets:
-        argv += ["--set", s]
-    rc = main([*argv, "--model-dir", str(world["run"]), "--out", str(out)])
+    rc = _cli(world, "evaluate", *sets, model_dir=world["run"], out=out)
     _assert_clean_failure(rc, capsys, names)
     assert not out.exists()
 
 
 def test_evaluate_out_is_a_folder(world, capsys, tmp_path):
-    rc = main(
-        [
-            "evaluate",
-            "--params",
-            str(world["params"]),
-            "--data",
-            str(world["data"]),
-            "--model-dir",
-            str(world["run"]),
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    rc = _cli(world, "evaluate", model_dir=world["run"], out=tmp_path)
     _assert_clean_failure(rc, capsys, str(tmp_path))
 
 
@@ -468,19 +394,7 @@ def test_disk_full_names_the_file(world, capsys, tmp_path, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full)
-    rc = main(
-        [
-            "evaluate",
-            "--params",
-            str(world["params"]),
-            "--data",
-            str(world["data"]),
-            "--model-dir",
-            str(world["run"]),
-            "--out",
-            str(out),
-        ]
-    )
+    rc = _cli(world, "evaluate", model_dir=world["run"], out=out)
     _assert_clean_failure(rc, capsys, str(out))
     assert list(tmp_path.iterdir()) == []
 
@@ -496,6 +410,16 @@ def _assert_clean_failure(rc: int, capsys, names: str, err: str | None = None) -
     assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{err[-1500:]}"
     assert lines[0].startswith("error: "), lines[0]
     assert names in lines[0], f"{names!r} not named in: {lines[0]}"
+
+
+def _cli(world, command: str, *sets: str, data: bool = True, **paths: Path) -> int:
+    """`dnc <command> --params <world's> [--data <world's>] [--set S]... --<flag> <path>...`
+    (a flag's `_` is a `-`: model_dir -> --model-dir)."""
+    argv = [command, "--params", str(world["params"])]
+    argv += ["--data", str(world["data"])] if data else []
+    argv += [x for s in sets for x in ("--set", s)]
+    argv += [x for flag, path in paths.items() for x in (f"--{flag.replace('_', '-')}", str(path))]
+    return main(argv)
 
 
 @pytest.mark.parametrize(
