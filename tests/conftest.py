@@ -83,6 +83,8 @@ importlib.import_module("urllib3.util.connection")
 
 
 def tier_of(item: pytest.Item) -> str:
+    if item.get_closest_marker("postgres") and not item.get_closest_marker("slow"):
+        return "integration"  # libpq's sockets are C-level: the guard below cannot see them
     return next((t for t, mark in TIERS.items() if item.get_closest_marker(mark)), "unit")
 
 
