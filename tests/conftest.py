@@ -109,10 +109,9 @@ def _refuse(what: str, original):
             # A background thread an earlier integration test left (a Prefect or MLflow
             # client's worker): not this test's doing. A test's own code runs in the main one.
             return original(*args, **kwargs)
-        caller = next(
-            (f for f in reversed(traceback.extract_stack()[:-1]) if "conftest" not in f.filename),
-            None,
-        )
+        frames = [f for f in traceback.extract_stack()[:-1] if "conftest" not in f.filename]
+        ours = [f for f in frames if f.filename.startswith(PROJECT) and ".venv" not in f.filename]
+        caller = (ours or frames or [None])[-1]  # the project's own line, else the innermost
         where = f" ({caller.filename}:{caller.lineno})" if caller else ""
         _VIOLATIONS.append(what + where)
         raise TierViolation(f"a unit test {what}{where}: mark it `integration` (or `slow`)")
@@ -121,6 +120,7 @@ def _refuse(what: str, original):
 
 
 TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+PROJECT = str(ROOT)
 _VIOLATIONS: list[str] = []
 _GUARDED = [
     (subprocess.Popen, "_execute_child", "started a process"),

@@ -7,22 +7,8 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    """A Prefect test server with its own PREFECT_HOME for this module."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DNC_TRACKING", "off")
-        settings = {PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-        with temporary_settings(updates=settings), prefect_test_harness(120):
-            yield
-
-
 @pytest.mark.slow
-def test_failed_run_carries_the_one_line_reason(prefect_api, tmp_path):
+def test_failed_run_carries_the_one_line_reason(prefect_server, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogWorker

@@ -45,20 +45,6 @@ def test_a_pinned_worker_needs_train_device_auto():
         workers.check_train_device("cpu", ["cuda:0", "cuda:1"])
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory):
-    """A Prefect test server with its own PREFECT_HOME for this module; tracking off."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("DNC_TRACKING", "off")
-        settings = {PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-        with temporary_settings(updates=settings), prefect_test_harness(120):
-            yield
-
-
 def _sweep(tmp: Path, **kwargs) -> dict[str, dict]:
     from pipelines.prefect import flows
 

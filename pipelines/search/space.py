@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from dnc import stages
+from dnc import builders, stages
 from dnc.config import ConfigError, Params
 from dnc.config_loading import load_params, params_from_dict
 from dnc.methods import get_method
@@ -217,7 +217,7 @@ def grid(search: SearchConfig) -> list[dict[str, Value]]:
 @functools.lru_cache(maxsize=1024)
 def _cost(params_json: str) -> tuple[int, int]:
     params = params_from_dict(json.loads(params_json))
-    stages.check_params(params)
+    builders.check_params(params)
     total = stages.describe_split(params, params.split.factor)["ensemble"]
     return int(total["macs"]), int(total["params"])
 
