@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     short["files"] = summary["files"]
     if "followed" in summary:  # a torchrun rank > 0: the trials it trained with rank 0
         short["followed"] = summary["followed"]
-    print(json.dumps(short))
+    # Under torchrun every rank shares one stdout: the line goes out in one write (atomic on a
+    # pipe up to PIPE_BUF), so two ranks' summaries never interleave within a line.
+    sys.stdout.flush()
+    sys.stdout.write(json.dumps(short) + "\n")
+    sys.stdout.flush()
     return 0
 
 
