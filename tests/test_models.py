@@ -14,7 +14,7 @@ from dnc.models import (
     member_config,
     register_model,
 )
-from dnc.models.registry import list_families
+from dnc.models.registry import check_backbone, list_families, tiny_instance
 
 FAMILIES = list_families()
 
@@ -191,6 +191,16 @@ def test_old_bottleneck_names_warn_and_still_build() -> None:
         spec = get_spec("resnet110")
     assert spec.name == "bottleneck_resnet110"
     assert "resnet110" not in list_models()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_builtin_variant_keeps_the_backbone_contract(name: str) -> None:
+    # dnc's own variants skip the check at registration (it cost each process ~1 s).
+    check_backbone(tiny_instance(get_spec(name).builder), name)
+    broken = tiny_instance(get_spec(name).builder)
+    del broken.head.fc
+    with pytest.raises(TypeError, match="head.fc"):
+        check_backbone(broken, name)
 
 
 def test_registration_checks_the_backbone_contract() -> None:

@@ -128,6 +128,13 @@ def check_backbone(model: nn.Module, name: str) -> None:
         )
 
 
+def tiny_instance(builder: Builder) -> nn.Module:
+    """`builder` at width 1 on 8x8 single-channel inputs: the same module layout as any
+    width, built in milliseconds (a meta-device context would import torch's compiler
+    stack, ~2 s per process)."""
+    return builder(num_classes=2, in_chans=1, image_size=8, width=1.0, dropout=0.0)
+
+
 def register_model(
     name: str,
     default_width: float,
@@ -141,9 +148,10 @@ def register_model(
 ) -> Callable[[Builder], Builder]:
     """Decorator registering `builder` as variant `name` of its module's family.
 
-    The family (default: the builder's module name) must be registered first; the variant
-    is built once, tiny, and must satisfy the Backbone contract. `twin_of` names the preact
-    variant a reference-style one replaces under `model.style: reference`.
+    The family (default: the builder's module name) must be registered first; a variant
+    registered outside dnc is built once, tiny, and must satisfy the Backbone contract.
+    `twin_of` names the preact variant a reference-style one replaces under
+    `model.style: reference`.
     """
     if default_width <= 0:
         raise ValueError(f"default_width must be positive, got {default_width}")
@@ -166,10 +174,11 @@ def register_model(
             style=style,
             default_dropout=default_dropout,
         )
-        # Width 1 on tiny inputs: the same module layout as any width, built in milliseconds
-        # (a meta-device context would import torch's compiler stack, ~2 s per process).
-        model = builder(num_classes=2, in_chans=1, image_size=8, width=1.0, dropout=0.0)
-        check_backbone(model, name)
+        if not builder.__module__.startswith("dnc."):
+            # A plugin's variant is built once, tiny, and checked here. dnc's own ~30 are
+            # checked by tests/test_models.py instead: building them all on import cost
+            # every process that imports dnc.models ~1 s (construction and init).
+            check_backbone(tiny_instance(builder), name)
         _REGISTRY[name] = spec
         if twin_of is not None:
             REFERENCE_NAMES[twin_of] = name
