@@ -7,6 +7,7 @@ the data, the model and its task) comes from `dnc.builders`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,13 +24,12 @@ from dnc.builders import (
 )
 from dnc.config import Params
 from dnc.data import make_loaders, prepare_dataset, resolve_info
-from dnc.ensemble.splitnet import build_splitnet
 from dnc.evaluation.cascade import evaluate_cascade
 from dnc.evaluation.flops import cached_cost
 from dnc.evaluation.predictions import predictions_path, write_predictions
 from dnc.evaluation.results import validated
 from dnc.io import write_json
-from dnc.models import get_spec, member_config
+from dnc.models import create_model, get_spec, member_config
 from dnc.train import checkpoint
 from dnc.train.callbacks import FitResult
 from dnc.train.distributed import setup_parallel
@@ -182,23 +182,26 @@ def describe_split(params: Params, split: int) -> dict:
     """Each member's width, dropout, params and MACs when `params`' model is divided into
     `split` members, and the ensemble's totals; counted on the meta device."""
     ds = resolve_info(params.data)
-    shape = (ds.in_chans, ds.image_size, ds.image_size)
-    m, divide = params.model, params.split.divide_dropout
-    with torch.device("meta"):
-        net = build_splitnet(
-            m.variant,
-            split=split,
-            num_classes=ds.num_classes,
-            in_chans=ds.in_chans,
-            image_size=ds.image_size,
-            width=m.width,
-            dropout=m.dropout,
-            divide_dropout=divide,
-        )
-    widths = member_config(m.variant, m.width, m.dropout, split, divide)
-    members = [{"index": i, **widths, **cached_cost(x, shape)} for i, x in enumerate(net.members)]
+    m = params.model
+    widths = member_config(m.variant, m.width, m.dropout, split, params.split.divide_dropout)
+    # build_splitnet's members are alike (one member_config): one is built and counted.
+    one = _member_cost(m.variant, widths["width"], widths["dropout"], ds.num_classes,
+                       ds.in_chans, ds.image_size)  # fmt: skip
+    members = [{"index": i, **widths, **one} for i in range(split)]
     total = {k: sum(x[k] for x in members) for k in ("params", "flops", "macs")}
     return {"split": split, "members": members, "ensemble": total}
+
+
+@functools.lru_cache(maxsize=4096)
+def _member_cost(
+    variant: str, width: float, dropout: float, num_classes: int, in_chans: int, size: int
+) -> dict[str, int]:
+    """Params, FLOPs and MACs of one member, built on the meta device (a search or the
+    planner asks for the same member again and again)."""
+    with torch.device("meta"):
+        net = create_model(variant, num_classes=num_classes, in_chans=in_chans,
+                           image_size=size, width=width, dropout=dropout)  # fmt: skip
+    return cached_cost(net, (in_chans, size, size))
 
 
 def info(params: Params) -> dict:

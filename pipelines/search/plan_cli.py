@@ -137,9 +137,10 @@ def add(p: argparse.ArgumentParser) -> None:
 def seeds_for_search(runs_dir: str, params: Path, budget_macs: float) -> list[dict]:
     """The plan's proposals as Optuna trial points (`search --plan`)."""
     args = argparse.Namespace(runs=runs_dir, target="nll", params=str(params), set=[])
-    from pipelines.search.plan import plan
+    from pipelines.search.plan import check_enough, plan
 
     runs, source = load_runs(args)
+    check_enough(runs, source)  # before costing any candidate
     result = plan(runs, make_candidates(args), budget_macs, source, boots=0)
     points = [{"split.factor": p["split"], "model.width": p["width"]} for p in result["proposals"]]
     return json.loads(json.dumps(points))
