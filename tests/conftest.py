@@ -201,15 +201,24 @@ def tiny_params(default_params: Params) -> Params:
     return default_params.with_overrides(TINY)
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory):
-    """A Prefect test server with its own PREFECT_HOME (results, cache) for this module."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+@pytest.fixture(scope="session")
+def _prefect_harness():
+    """One Prefect test server (its own SQLite database) per test process: starting one
+    takes 12-20 s, and every test reads back only the flow runs it made itself."""
     from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def prefect_server(_prefect_harness, tmp_path_factory: pytest.TempPathFactory):
+    """The Prefect test server, with this module's own PREFECT_HOME (results, cache)."""
+    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     home = tmp_path_factory.mktemp("prefect-home")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DNC_TRACKING", "off")  # MLflow is not under test here
         settings = {PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
-        with temporary_settings(updates=settings), prefect_test_harness(120):
+        with temporary_settings(updates=settings):
             yield
