@@ -68,6 +68,35 @@ def stage_train(tmp: Path, env: dict[str, str], cwd: Path | None = None) -> tupl
     return proc.returncode, "\n".join(lines), seconds
 
 
+@pytest.fixture()
+def train_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
+    """`stage_train` in this process (the CLI's `main`, output captured at the file
+    descriptors): the same code and the same one line, without importing torch and MLflow
+    again in a subprocess (~5 s each). test_hanging_tracking_api_fails_within_the_timeout
+    keeps the real subprocess."""
+    import time
+
+    from pipelines.cli import main
+
+    def run(tmp: Path, env: dict[str, str], cwd: Path | None = None) -> tuple:
+        for key in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
+            monkeypatch.delenv(key, raising=False)  # the CLI sets them: restored after
+        monkeypatch.delenv("DNC_TRACKING", raising=False)
+        for key, value in {"DNC_NETWORK_TIMEOUT": str(TIMEOUT), **env}.items():
+            monkeypatch.setenv(key, value)
+        argv = ["stage", "train", "--params", str(tiny_params_file(tmp))]
+        argv += ["--out", str(tmp / "run")]
+        monkeypatch.chdir(cwd or tmp)
+        capfd.readouterr()
+        start = time.monotonic()
+        rc = main(argv)
+        seconds = time.monotonic() - start
+        captured = capfd.readouterr()
+        return rc, captured.out + captured.err, seconds
+
+    return run
+
+
 def assert_one_line_exit_2(rc: int, output: str, *words: str) -> None:
     lines = [line for line in output.splitlines() if line.strip()]
     assert rc == 2, output
@@ -130,38 +159,38 @@ def test_hanging_tracking_api_fails_within_the_timeout(tmp_path, hanging_server)
 
 
 @pytest.mark.integration
-def test_hanging_tracking_api_with_credentials_hides_them(tmp_path, hanging_server):
+def test_hanging_tracking_api_with_credentials_hides_them(train_here, tmp_path, hanging_server):
     uri = hanging_server.replace("http://", f"http://user:{SECRET}@")
-    rc, out, seconds = stage_train(tmp_path, {"MLFLOW_TRACKING_URI": uri})
+    rc, out, seconds = train_here(tmp_path, {"MLFLOW_TRACKING_URI": uri})
     # Through the timeout (the credentials reached the server), not a malformed-URL error.
     assert_one_line_exit_2(rc, out, "MLFLOW_TRACKING_URI", f"{TIMEOUT} s", "user:***@")
     assert seconds < LIMIT and SECRET not in out, (seconds, out)
 
 
 @pytest.mark.integration
-def test_silent_postgres_port_fails_within_the_timeout(tmp_path, silent_port):
+def test_silent_postgres_port_fails_within_the_timeout(train_here, tmp_path, silent_port):
     uri = f"postgresql+psycopg://dnc:{SECRET}@127.0.0.1:{silent_port}/dnc"
-    rc, out, seconds = stage_train(tmp_path, {"MLFLOW_TRACKING_URI": uri})
+    rc, out, seconds = train_here(tmp_path, {"MLFLOW_TRACKING_URI": uri})
     assert_one_line_exit_2(rc, out, "MLFLOW_TRACKING_URI")
     assert seconds < LIMIT and SECRET not in out, (seconds, out)
 
 
 @pytest.mark.integration
-def test_bad_network_timeout_is_one_line(tmp_path):
-    rc, out, _ = stage_train(tmp_path, {"DNC_NETWORK_TIMEOUT": "soon", "DNC_TRACKING": "mlflow"})
+def test_bad_network_timeout_is_one_line(train_here, tmp_path):
+    rc, out, _ = train_here(tmp_path, {"DNC_NETWORK_TIMEOUT": "soon", "DNC_TRACKING": "mlflow"})
     assert_one_line_exit_2(rc, out, "DNC_NETWORK_TIMEOUT")
 
 
 @pytest.mark.integration
-def test_unwritable_artifact_root_fails_before_training(tmp_path):
+def test_unwritable_artifact_root_fails_before_training(train_here, tmp_path):
     env = {"DNC_ARTIFACT_ROOT": "/proc/nope", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
-    rc, out, seconds = stage_train(tmp_path, env)
+    rc, out, seconds = train_here(tmp_path, env)
     assert_one_line_exit_2(rc, out, "DNC_ARTIFACT_ROOT=/proc/nope")
     assert not (tmp_path / "run" / "last.pt").exists() and seconds < LIMIT
 
 
 @pytest.mark.integration
-def test_read_only_cwd_with_default_sqlite_store_fails_fast(tmp_path):
+def test_read_only_cwd_with_default_sqlite_store_fails_fast(train_here, tmp_path):
     if os.geteuid() == 0:
         cwd = Path("/proc")  # root writes through any mode bits; nobody can create files here
     else:
@@ -169,7 +198,7 @@ def test_read_only_cwd_with_default_sqlite_store_fails_fast(tmp_path):
         cwd.mkdir()
         cwd.chmod(0o555)
     env = {"MLFLOW_TRACKING_URI": "", "DNC_ARTIFACT_ROOT": ""}
-    rc, out, seconds = stage_train(tmp_path, env, cwd=cwd)
+    rc, out, seconds = train_here(tmp_path, env, cwd=cwd)
     assert_one_line_exit_2(rc, out, str(cwd / "mlflow.db"))
     assert seconds < LIMIT, seconds
     assert not (tmp_path / "run" / "last.pt").exists()
