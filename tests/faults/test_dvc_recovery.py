@@ -51,29 +51,46 @@ def sh(repo: Path, *cmd: str) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture()
-def repo(tmp_path: Path) -> Path:
-    """git + DVC repo with the project's pipeline: one configuration, one seed, 6 epochs."""
-    sys.path.insert(0, str(ROOT))
+def write_params(repo: Path, epochs: int) -> None:
+    """One configuration, one seed, `epochs` epochs of the tiny preset."""
     from dnc.config_loading import apply_overrides
     from pipelines.dvc.preset import load_preset
 
-    repo = tmp_path / "repo"
+    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = load_preset(ROOT / "presets" / "tiny.yaml")
+    tree = apply_overrides(tree, {**tiny, "split.factor": 1, "train.epochs": epochs})
+    tree["compare"] = {"seeds": [0], "configs": {"base": {}}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """git + DVC repo with the project's pipeline, its `prepare` stage run and committed
+    (once per module: the faults below are in the `run` stage)."""
+    sys.path.insert(0, str(ROOT))
+    repo = tmp_path_factory.mktemp("template") / "repo"
     repo.mkdir()
     for folder in ("dnc", "pipelines"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
-    tiny = load_preset(ROOT / "presets" / "tiny.yaml")
-    tree = apply_overrides(tree, {**tiny, "split.factor": 1, "train.epochs": EPOCHS})
-    tree["compare"] = {"seeds": [0], "configs": {"base": {}}}
-    (repo / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    write_params(repo, EPOCHS)
     (repo / ".gitignore").write_text("__pycache__/\n/mlflow.db\n/mlartifacts/\n")
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "repro", "prepare")
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "pipeline")
+    return repo
+
+
+def copy_of(prepared: Path, tmp_path: Path, epochs: int) -> Path:
+    """A copy of the prepared repo training `epochs` epochs (a train param: `prepare` stays
+    up to date)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(prepared, repo, symlinks=True)
+    if epochs != EPOCHS:
+        write_params(repo, epochs)
     return repo
 
 
@@ -124,7 +141,8 @@ def epoch_timestamps(repo: Path, run_id: str) -> dict[int, list[float]]:
     return out
 
 
-def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
+def test_killed_training_resumes_and_leaves_no_run_running(prepared, tmp_path) -> None:
+    repo = copy_of(prepared, tmp_path, EPOCHS)
     run_dir = repo / "models" / "base" / "seed0"
     killed_at = repro_killed_when(repo, "run@base", lambda: 1 <= last_epoch(run_dir) < EPOCHS - 2)
     done_before_kill = last_epoch(run_dir)
@@ -145,7 +163,8 @@ def test_killed_training_resumes_and_leaves_no_run_running(repo: Path) -> None:
     assert "up to date" in sh(repo, "dvc", "status", "run@base")
 
 
-def test_evaluation_killed_while_logging_is_logged_again(repo: Path) -> None:
+def test_evaluation_killed_while_logging_is_logged_again(prepared, tmp_path) -> None:
+    repo = copy_of(prepared, tmp_path, 1)  # the kill comes after training
     metrics = repo / "reports" / "evaluate" / "base" / "seed0.json"
 
     def logging() -> bool:
