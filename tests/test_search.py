@@ -209,18 +209,6 @@ def test_diverging_trial_is_stopped_and_the_study_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_study_exactly(tmp_path):
-    write_params(tmp_path, n_trials=4)
-    procs = [worker(tmp_path, "par") for _ in range(2)]
-    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    final = assert_exact(load(tmp_path, "par"), 4)
-    assert all(t.state.name == "COMPLETE" for t in final)
-    dirs = sorted(p.name for p in (tmp_path / "runs/search/par").iterdir())
-    assert dirs == [f"trial_{n}" for n in range(4)]
-
-
-@pytest.mark.slow
 def test_killed_worker_is_retried_and_resumed(tmp_path):
     """SIGKILL mid-trial: a restarted worker fails the stale trial after the heartbeat grace
     period, runs its retry from the trial's checkpoint and completes the study."""

@@ -126,9 +126,13 @@ def test_search_workers_are_pinned_processes_on_one_storage(tmp_path, monkeypatc
     summaries = [line for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     assert len(summaries) == 2  # two worker processes, one summary line each
     trials = _study(tmp_path, "pinned").get_trials()
-    # Exactly n_trials finished between the two workers (Hyperband may prune one).
+    # Exactly n_trials finished between the two workers (Hyperband may prune one), each
+    # slot once, each into its own folder: two processes sharing one SQLite study.
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     assert len(trials) == 3 and all(t.state in finished for t in trials)
+    assert sorted(t.user_attrs["trial"] for t in trials) == [0, 1, 2]
+    dirs = sorted(p.name for p in (tmp_path / "runs" / "search" / "pinned").iterdir())
+    assert dirs == ["trial_0", "trial_1", "trial_2"]
 
 
 @pytest.mark.slow
