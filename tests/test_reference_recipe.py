@@ -206,7 +206,7 @@ SHRINK = {
         # The same family, divide rule, ShakeDrop and recipe, 20 layers deep instead of 272.
         ("cifar100_pyramidnet", {"model.name": "pyramidnet20", "model.width": 8}),
         pytest.param(
-            "cifar100_pyramidnet", {"model.width": 8}, marks=pytest.mark.slow, id="pyramidnet272"
+            "cifar100_pyramidnet", {"model.width": 1}, marks=pytest.mark.slow, id="pyramidnet272"
         ),
     ],
 )
