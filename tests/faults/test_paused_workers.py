@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -71,6 +72,38 @@ def trial_states(folder: Path) -> list[str]:
         return []
 
 
+def holds_a_lock(folder: Path) -> bool:
+    """Whether some process holds a lock on the study's or the tracking's SQLite file (an
+    exclusive transaction cannot start at once)."""
+    for name in ("optuna.db", "mlflow.db"):
+        if not (folder / name).exists():
+            continue
+        db = sqlite3.connect(folder / name, timeout=0, isolation_level=None)
+        try:
+            db.execute("BEGIN EXCLUSIVE")
+            db.execute("ROLLBACK")
+        except sqlite3.OperationalError:  # database is locked
+            return True
+        finally:
+            db.close()
+    return False
+
+
+def pause_between_transactions(proc: subprocess.Popen, folder: Path) -> None:
+    """SIGSTOP `proc` at a moment it holds no SQLite lock. Paused inside a transaction (a
+    heartbeat, a metric), it would lock everyone out of the file until it runs again: SQLite
+    has no way round that, and it is not the fault under test."""
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            time.sleep(0.001)  # the signal is delivered, not yet acted on
+        if not holds_a_lock(folder):
+            return
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("the worker always held a SQLite lock")
+
+
 def test_paused_worker_is_taken_over_and_stops_writing(tmp_path):
     write_params(tmp_path)
     trial_0 = tmp_path / "runs" / "search" / STUDY / "trial_0"
@@ -80,7 +113,7 @@ def test_paused_worker_is_taken_over_and_stops_writing(tmp_path):
         assert paused.poll() is None, paused.communicate()[0].decode()
         assert time.monotonic() < deadline, "worker never got into training"
         time.sleep(0.05)
-    paused.send_signal(signal.SIGSTOP)
+    pause_between_transactions(paused, tmp_path)
     try:
         other = worker(tmp_path)
         out_other = other.communicate(timeout=400)[0].decode()  # not stalled by the paused one
