@@ -90,26 +90,10 @@ def tier_of(item: pytest.Item) -> str:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its tier, so `-m unit`, `-m integration`, `-m e2e` select one.
-
-    In an xdist worker, also group the tests for `--dist loadgroup`: a file's tests stay
-    together (its module fixtures are built once) and every test of the Prefect test server
-    joins one group (one server, not one per worker). The collection order is kept: putting
-    every end-to-end file first ran them all at once, 2 cores under ~10 processes (516 s
-    against 371 s, and two timing faults missed their window)."""
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, so `-m unit`, `-m integration`, `-m e2e` select one."""
     for item in items:
         item.add_marker(tier_of(item))
-    if not hasattr(config, "workerinput"):
-        return
-
-    def group(item: pytest.Item) -> str:
-        if "prefect_server" in item.fixturenames:
-            return "prefect-server"
-        return item.nodeid.split("::")[0]
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
 
 
 class TierViolation(RuntimeError):
