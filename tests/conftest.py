@@ -170,6 +170,19 @@ def every_model(heavy=deep_variant) -> list:
     return [pytest.param(n, marks=pytest.mark.slow) if heavy(n) else n for n in list_models()]
 
 
+def every_model_and_split(splits: tuple[int, ...], heavy=deep_variant) -> list:
+    """(model, S) for every registered model and each of `splits`; a `heavy` model only at
+    the last S, in the e2e tier: its family's code runs at every S at shallow depth, so
+    each further S of a deep twin repeats the same code for seconds."""
+    from dnc.models import list_models
+
+    return [
+        pytest.param(n, splits[-1], marks=pytest.mark.slow) if heavy(n) else (n, s)
+        for n in list_models()
+        for s in (splits[-1:] if heavy(n) else splits)
+    ]
+
+
 @pytest.fixture(scope="session")
 def _empty_mlflow_db(tmp_path_factory) -> Path:
     """An MLflow SQLite store migrated once per session (migrating takes ~1.5 s)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import deep_variant, every_model
+from conftest import deep_variant, every_model_and_split
 
 from dnc import stages
 from dnc.cli import main
@@ -42,8 +42,7 @@ def _heavy_info(name: str) -> bool:
     return twin or deep_variant(name)
 
 
-@pytest.mark.parametrize("name", every_model(_heavy_info))
-@pytest.mark.parametrize("split", [1, 2, 4])
+@pytest.mark.parametrize(("name", "split"), every_model_and_split((1, 2, 4), _heavy_info))
 def test_info_every_model(default_params, name, split):
     overrides = {"model.name": name, "split.factor": split, "data.dataset": "cifar100"}
     overrides["model.style"] = get_spec(name).style  # a reference variant is built as one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import every_model
+from conftest import every_model, every_model_and_split
 from torch import nn
 
 from dnc.models import (
@@ -31,15 +31,12 @@ def _num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _cpu_params() -> list:
-    """Every model, the large ones marked slow; so are the deep reference-style ones but the
-    tiny PyramidNet-20 (their twins run here, tests/test_reference_*.py covers them)."""
-    params = []
-    for name in list_models():
-        large = _num_params(_meta_model(name)) > LARGE_PARAMS
-        large |= get_spec(name).style == "reference" and name != "pyramidnet20"
-        params.append(pytest.param(name, marks=pytest.mark.slow) if large else name)
-    return params
+def _large(name: str) -> bool:
+    """Over LARGE_PARAMS, or a deep reference-style variant but the tiny PyramidNet-20
+    (their twins run in the quick tier, tests/test_reference_*.py covers them)."""
+    if get_spec(name).style == "reference" and name != "pyramidnet20":
+        return True
+    return _num_params(_meta_model(name)) > LARGE_PARAMS
 
 
 def _build(name: str, split: int, in_chans: int = 3, image_size: int = 8) -> nn.Module:
@@ -47,8 +44,7 @@ def _build(name: str, split: int, in_chans: int = 3, image_size: int = 8) -> nn.
     return create_model(name, num_classes=7, in_chans=in_chans, image_size=image_size, **member)
 
 
-@pytest.mark.parametrize("split", [1, 2])
-@pytest.mark.parametrize("name", _cpu_params())
+@pytest.mark.parametrize(("name", "split"), every_model_and_split((1, 2), _large))
 def test_forward_backward_cpu(name: str, split: int) -> None:
     torch.manual_seed(0)
     model = _build(name, split)
@@ -58,8 +54,7 @@ def test_forward_backward_cpu(name: str, split: int) -> None:
     assert all(p.grad is not None for p in model.parameters())
 
 
-@pytest.mark.parametrize("split", [1, 2])
-@pytest.mark.parametrize("name", every_model())
+@pytest.mark.parametrize(("name", "split"), every_model_and_split((2, 1)))
 def test_forward_backward_meta_cifar(name: str, split: int) -> None:
     with torch.device("meta"):
         model = create_model(
