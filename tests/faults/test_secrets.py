@@ -87,12 +87,12 @@ def dvc_cache_of(repo: Path, *outs: str) -> None:
 def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url):
     url, storage, password = pg_url
     env = {"MLFLOW_TRACKING_URI": url, "DNC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")}
-    params = str(tiny_params_file(tmp_path))
+    params = str(tiny_params_file(tmp_path, **{"compare.seeds": [0]}))
     steps = [
         ("stage", "prepare", "--params", params, "--out", "data"),
-        ("stage", "train", "--params", params, "--data", "data", "--out", "models/run"),
-        ("stage", "evaluate", "--params", params, "--data", "data", "--model-dir",
-         "models/run", "--out", "reports/run.json"),
+        # The DVC stage: trains, then evaluates and logs into the same run, in one process.
+        ("stage", "run", "--params", params, "--config", "base", "--data", "data",
+         "--models", "models/base", "--metrics", "reports/evaluate/base"),
         ("search", "--study", "s", "--params", params, "--storage", storage, "--n-trials", "1",
          "--set", "train.epochs=1", "--data", "data", "--models-dir", "models/search",
          "--reports-dir", "reports/search"),
@@ -102,7 +102,7 @@ def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url):
         proc = pipelines(tmp_path, env, *step)
         assert proc.returncode == 0, (step, proc.stdout, proc.stderr)
         printed += proc.stdout + proc.stderr
-    ref = yaml.safe_load((tmp_path / "models/run/mlflow_run.json").read_text())
+    ref = yaml.safe_load((tmp_path / "models/base/seed0/mlflow_run.json").read_text())
     assert ref["tracking_uri"].startswith("postgresql+psycopg://postgres@")  # no password
     assert (tmp_path / "reports/search/s/best.txt").is_file()
     dvc_cache_of(tmp_path, "models", "reports")
