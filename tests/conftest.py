@@ -157,6 +157,21 @@ def unit_tier_is_kept():
         pytest.fail(f"a unit test {_VIOLATIONS[0]}: mark it `integration` (or `slow`)")
 
 
+class lazy:  # noqa: N801 (stands in for a module)
+    """A module imported on first attribute use: `flows = lazy("pipelines.prefect.flows")`
+    keeps Prefect out of every xdist worker's collection (each collects every file; ~3 s)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("_"):  # pytest probing what it collects (`__test__`, ...)
+            raise AttributeError(attr)
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
 def deep_variant(name: str) -> bool:
     """The 110-272-layer variants: a meta-device pass or FLOP count takes seconds each. The
     quick tiers cover their families at shallow depth (same code); the e2e tier runs them."""

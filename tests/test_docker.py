@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-from mlflow.entities import LoggedModelStatus
 
 from pipelines.dvc.preset import load_preset
 
@@ -209,6 +207,7 @@ def _wait_healthy(st: Stack, timeout: float) -> None:
 
 
 def _mlflow(stack: Stack):
+    from mlflow import MlflowClient  # imported here: collection stays light without Docker
 
     client = MlflowClient(stack.url("mlflow"))
     return client, client.get_experiment_by_name("dnc").experiment_id
@@ -260,6 +259,8 @@ def test_sweep_deployment_tracks_each_configuration_on_the_server(stack: Stack) 
         # Accuracy in percent of 256 images: a whole number of correct images.
         correct = r.data.metrics["test/ensemble/acc"] / 100 * TINY["data.test_size"]
         assert 0 <= correct <= TINY["data.test_size"] and correct == pytest.approx(round(correct))
+        from mlflow.entities import LoggedModelStatus
+
         model = client.get_logged_model(r.data.tags["dnc.model_uri"].removeprefix("models:/"))
         assert model.source_run_id == r.info.run_id and model.status == LoggedModelStatus.READY
         # The artifacts are served by the MLflow server: the host downloads them over HTTP.

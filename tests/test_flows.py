@@ -12,12 +12,13 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, lazy
 
 from dnc.config import ConfigError
 from pipelines.dvc import runlock
-from pipelines.prefect import deploy, flows
-from pipelines.prefect import tasks as flow_tasks
+
+deploy, flows = lazy("pipelines.prefect.deploy"), lazy("pipelines.prefect.flows")
+flow_tasks = lazy("pipelines.prefect.tasks")
 
 # Tiny and quick: fewer images and one epoch (the flow is under test, not the training).
 QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, lazy
 from test_flows import _client, task_states
 
 from dnc.config import ConfigError
@@ -21,7 +21,8 @@ from pipelines.cli import main
 from pipelines.dvc import matrix
 from pipelines.dvc.preset import apply_preset
 from pipelines.dvc.report import print_verdicts
-from pipelines.prefect import flows, points
+
+flows, points = lazy("pipelines.prefect.flows"), lazy("pipelines.prefect.points")
 
 COMPARE = {
     "compare.seeds": [0, 1],
