@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import os
 import sys
 import traceback
@@ -21,6 +20,7 @@ from typing import Any
 from dnc.config import ConfigError, Params
 from dnc.config_loading import load_params, parse_set
 from dnc.data import PreparedDataError
+from dnc.io import print_json
 from dnc.train.checkpoint import CheckpointError
 from dnc.train.engine import DivergenceError
 
@@ -268,6 +268,5 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     status, out = run_guarded(lambda: args.func(args), args.verbose)
     if status == 0:
-        json.dump(out, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(out, indent=2)
     return status

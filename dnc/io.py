@@ -1,4 +1,5 @@
-"""One helper per job for files and seeds: atomic writes, JSON, hashing, seed derivation.
+"""One helper per job for files and seeds: atomic writes, JSON (to files and stdout), hashing,
+seed derivation.
 
 Every stage, flow and report writes through these, so no process killed mid-write leaves
 half a file, and every derived seed is the same pure function everywhere.
@@ -12,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -88,6 +90,15 @@ def write_text(text: str, path: Path) -> Path:
 def write_json(obj: Any, path: Path) -> Path:
     """Write `obj` as indented JSON to `path` atomically; returns `path`."""
     return write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def print_json(obj: Any, indent: int | None = None) -> None:
+    """`obj` as JSON and a newline on stdout, in one write: under torchrun every rank shares
+    stdout, and `print` (the text, then the newline) let two ranks' lines interleave. One
+    write of up to PIPE_BUF bytes to a pipe is atomic."""
+    sys.stdout.flush()
+    sys.stdout.write(json.dumps(obj, indent=indent) + "\n")
+    sys.stdout.flush()
 
 
 def sha256_file(path: Path) -> str:

@@ -7,9 +7,9 @@ must not know about (experiment tracking). Bad input exits 2 with one line namin
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from dnc.io import print_json
 from pipelines.common.errors import add_verbose
 from pipelines.common.params import add_params_options, read_params
 
@@ -98,7 +98,7 @@ def run_config(args: argparse.Namespace) -> dict:
 
 
 def _print_result(args: argparse.Namespace) -> int:
-    print(json.dumps(args.stage_func(args)))
+    print_json(args.stage_func(args))
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from dnc.config import ConfigError
 from dnc.config_loading import load_params, parse_set
+from dnc.io import print_json
 from pipelines.common.network import apply_network_timeout
 from pipelines.common.params import add_params_options, read_overrides
 
@@ -105,7 +106,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def _print(out: Any) -> int:
     if out is not None:
-        print(json.dumps(out, indent=2))
+        print_json(out, indent=2)
     return 0
 
 

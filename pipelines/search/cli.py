@@ -10,12 +10,11 @@ Bad input exits 2 with one line naming the key, before any compute.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from dnc.config import ConfigError
+from dnc.io import print_json
 from pipelines.common.params import add_params_options, read_overrides
 
 
@@ -57,11 +56,7 @@ def run(args: argparse.Namespace) -> int:
     short["files"] = summary["files"]
     if "followed" in summary:  # a torchrun rank > 0: the trials it trained with rank 0
         short["followed"] = summary["followed"]
-    # Under torchrun every rank shares one stdout: the line goes out in one write (atomic on a
-    # pipe up to PIPE_BUF), so two ranks' summaries never interleave within a line.
-    sys.stdout.flush()
-    sys.stdout.write(json.dumps(short) + "\n")
-    sys.stdout.flush()
+    print_json(short)  # one write: under torchrun, ranks share stdout
     return 0
 
 
