@@ -19,15 +19,13 @@ def plan_section(metrics_dir: Path, params_path: Path, budget_macs: float) -> st
     import argparse
 
     from dnc.config import ConfigError
-    from pipelines.search.plan import check_enough, plan
-    from pipelines.search.plan_cli import format_plan, load_runs, make_candidates
+    from pipelines.search.plan_cli import fitted_plan, format_plan, load_runs
 
     args = argparse.Namespace(runs=str(metrics_dir), target="nll", params=str(params_path))
     args.set = []
     try:
         runs, source = load_runs(args)
-        check_enough(runs, source)  # costing the candidates takes seconds: only if it can fit
-        text = format_plan(plan(runs, make_candidates(args), budget_macs, source), source)
+        text = format_plan(fitted_plan(args, runs, source, budget_macs), source)
     except ConfigError as err:
         text = f"not fitted: {err}"
     return "## Budget plan (test NLL)\n\n```\n" + text + "\n```\n"

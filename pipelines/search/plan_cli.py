@@ -45,6 +45,17 @@ def make_candidates(args: argparse.Namespace) -> list:
     return candidates_of(SPLITS, WIDTHS, cost)
 
 
+def fitted_plan(
+    args: argparse.Namespace, runs: list, source: str, budget_macs: float, **kwargs: Any
+) -> dict:
+    """`plan` over `make_candidates(args)`, costed only once the runs are known to be
+    enough to fit (costing the candidates takes seconds)."""
+    from pipelines.search.plan import check_enough, plan
+
+    check_enough(runs, source)
+    return plan(runs, make_candidates(args), budget_macs, source, **kwargs)
+
+
 def plot(runs: list, result: dict[str, Any], path: Path, target: str) -> None:
     """Fitted loss against member MACs, one line per S, with the runs on it."""
     import matplotlib
@@ -106,11 +117,9 @@ def format_plan(result: dict[str, Any], source: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load runs, fit, plan, print; optional plot and JSON."""
     from dnc.io import write_json
-    from pipelines.search.plan import check_enough, plan
 
     runs, source = load_runs(args)
-    check_enough(runs, source)  # before costing any candidate
-    result = plan(runs, make_candidates(args), args.budget_macs, source)
+    result = fitted_plan(args, runs, source, args.budget_macs)
     print(format_plan(result, source))
     if args.plot:
         plot(runs, result, Path(args.plot), args.target)
@@ -137,10 +146,7 @@ def add(p: argparse.ArgumentParser) -> None:
 def seeds_for_search(runs_dir: str, params: Path, budget_macs: float) -> list[dict]:
     """The plan's proposals as Optuna trial points (`search --plan`)."""
     args = argparse.Namespace(runs=runs_dir, target="nll", params=str(params), set=[])
-    from pipelines.search.plan import check_enough, plan
-
     runs, source = load_runs(args)
-    check_enough(runs, source)  # before costing any candidate
-    result = plan(runs, make_candidates(args), budget_macs, source, boots=0)
+    result = fitted_plan(args, runs, source, budget_macs, boots=0)
     points = [{"split.factor": p["split"], "model.width": p["width"]} for p in result["proposals"]]
     return json.loads(json.dumps(points))
