@@ -167,8 +167,6 @@ class lazy:  # noqa: N801 (stands in for a module)
     def __getattr__(self, attr: str):
         if attr.startswith("_"):  # pytest probing what it collects (`__test__`, ...)
             raise AttributeError(attr)
-        import importlib
-
         return getattr(importlib.import_module(self._name), attr)
 
 

@@ -240,6 +240,8 @@ def test_stack_is_up_on_loopback_with_two_workers(stack: Stack) -> None:
 
 
 def test_sweep_deployment_tracks_each_configuration_on_the_server(stack: Stack) -> None:
+    from mlflow.entities import LoggedModelStatus
+
     grid = [1, 2]
     run_id = stack.run_deployment(
         "dnc-sweep/docker", {"grid": {"split.factor": grid}, "overrides": TINY}
@@ -259,8 +261,6 @@ def test_sweep_deployment_tracks_each_configuration_on_the_server(stack: Stack) 
         # Accuracy in percent of 256 images: a whole number of correct images.
         correct = r.data.metrics["test/ensemble/acc"] / 100 * TINY["data.test_size"]
         assert 0 <= correct <= TINY["data.test_size"] and correct == pytest.approx(round(correct))
-        from mlflow.entities import LoggedModelStatus
-
         model = client.get_logged_model(r.data.tags["dnc.model_uri"].removeprefix("models:/"))
         assert model.source_run_id == r.info.run_id and model.status == LoggedModelStatus.READY
         # The artifacts are served by the MLflow server: the host downloads them over HTTP.

@@ -52,14 +52,19 @@ def tiny_params_file(tmp: Path) -> Path:
     return path
 
 
+# Unset for every run: the CLI sets the MLflow ones itself from DNC_NETWORK_TIMEOUT.
+UNSET = ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "DNC_TRACKING")
+
+
+def train_argv(tmp: Path) -> list[str]:
+    return ["stage", "train", "--params", str(tiny_params_file(tmp)), "--out", str(tmp / "run")]
+
+
 def stage_train(tmp: Path, env: dict[str, str], cwd: Path | None = None) -> tuple:
     """`python -m pipelines stage train` in a subprocess: (exit status, stderr, seconds)."""
-    full = dict(os.environ)
-    for key in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "DNC_TRACKING"):
-        full.pop(key, None)
+    full = {k: v for k, v in os.environ.items() if k not in UNSET}
     full.update({"PYTHONPATH": str(ROOT), "DNC_NETWORK_TIMEOUT": str(TIMEOUT), **env})
-    cmd = [sys.executable, "-c", TIMED_MAIN, "stage", "train"]
-    cmd += ["--params", str(tiny_params_file(tmp)), "--out", str(tmp / "run")]
+    cmd = [sys.executable, "-c", TIMED_MAIN, *train_argv(tmp)]
     proc = subprocess.run(
         cmd, cwd=cwd or tmp, env=full, capture_output=True, text=True, timeout=240
     )
@@ -79,13 +84,11 @@ def train_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str
     from pipelines.cli import main
 
     def run(tmp: Path, env: dict[str, str], cwd: Path | None = None) -> tuple:
-        for key in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
-            monkeypatch.delenv(key, raising=False)  # the CLI sets them: restored after
-        monkeypatch.delenv("DNC_TRACKING", raising=False)
+        for key in UNSET:  # what the CLI sets here is restored after the test
+            monkeypatch.delenv(key, raising=False)
         for key, value in {"DNC_NETWORK_TIMEOUT": str(TIMEOUT), **env}.items():
             monkeypatch.setenv(key, value)
-        argv = ["stage", "train", "--params", str(tiny_params_file(tmp))]
-        argv += ["--out", str(tmp / "run")]
+        argv = train_argv(tmp)
         monkeypatch.chdir(cwd or tmp)
         capfd.readouterr()
         start = time.monotonic()
