@@ -12,9 +12,11 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import servers
 import torch
 
 from dnc.config import Params
@@ -44,6 +46,14 @@ SEARCH = {
 # Subprocesses the tests start (dnc, dvc, workers) inherit one thread too: on 2 cores a
 # tiny train + evaluate took 3 s with 1 thread and 40 s with 2 under load.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# An environment may set PYTHONDONTWRITEBYTECODE (this machine's does). Without cached
+# bytecode every test process recompiles dnc's and the pipelines' modules (~0.4 s per CLI
+# process, ~100 of them) and pytest rewrites every test file again (~3.5 s per xdist
+# worker). Python's default is back for the tests and their subprocesses; __pycache__/ is
+# git-ignored, and a stale file is recompiled from its source as usual.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(autouse=True)
@@ -196,16 +206,25 @@ def every_model_and_split(splits: tuple[int, ...], heavy=deep_variant) -> list:
     ]
 
 
-@pytest.fixture(scope="session")
-def _empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite store migrated once per session (migrating takes ~1.5 s)."""
+def pytest_configure(config: pytest.Config) -> None:
+    servers.open_run_dir()  # in the controller; the xdist workers inherit its folder
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # after every worker has finished
+        servers.close_run_dir()
+
+
+def _migrated_mlflow_db(path: Path) -> None:
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    SqlAlchemyStore(
-        f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlartifacts")
-    ).engine.dispose()
-    return folder / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "mlartifacts")).engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _empty_mlflow_db() -> Path:
+    """An MLflow SQLite store migrated once per run (migrating takes ~1.5 s)."""
+    return servers.once_per_run("mlflow.db", _migrated_mlflow_db)
 
 
 @pytest.fixture()
@@ -228,17 +247,29 @@ def tiny_params(default_params: Params) -> Params:
 
 
 @pytest.fixture(scope="session")
-def _prefect_harness():
-    """One Prefect test server (its own SQLite database) per test process: starting one
-    takes 12-20 s, and every test reads back only the flow runs it made itself."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_db_template() -> Path:
+    """A started Prefect server database, built once per run: copy it to start a server."""
+    return servers.prefect_template()
 
-    with prefect_test_harness(120):
-        yield
+
+@pytest.fixture(scope="session")
+def _prefect_api() -> Iterator[None]:
+    """The run's one Prefect server (tests/servers.py), for this test process's Prefect
+    client; every test reads back only the flow runs it made itself."""
+    import prefect.context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: servers.shared_prefect_server()}):
+        # Prefect's background threads (events, logs) read the process-global settings, not
+        # this context: without them they would start an ephemeral server of their own.
+        # prefect_test_harness does the same with this helper (Prefect is pinned).
+        settings = prefect.context.get_settings_context()
+        with prefect.context._temporary_global_settings_context(settings):
+            yield
 
 
 @pytest.fixture(scope="module")
-def prefect_server(_prefect_harness, tmp_path_factory: pytest.TempPathFactory):
+def prefect_server(_prefect_api, tmp_path_factory: pytest.TempPathFactory):
     """The Prefect test server, with this module's own PREFECT_HOME (results, cache)."""
     from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 

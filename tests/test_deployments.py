@@ -5,9 +5,7 @@ outputs as a direct `python -m pipelines experiment` run."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -16,47 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import servers
 from conftest import ROOT, TINY
+from servers import PREFECT, free_port, start, stop, wait_healthy
 
 QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A child in its own process group, so stopping it stops its children too."""
-    out = log.open("w")
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
-def stop(proc: subprocess.Popen, grace: float = 20) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited:\n{log.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"no healthy Prefect server at {url} after {timeout} s")
 
 
 def wait_deployed(url: str, name: str, serve: subprocess.Popen, log: Path) -> None:
@@ -73,20 +35,15 @@ def wait_deployed(url: str, name: str, serve: subprocess.Popen, log: Path) -> No
 
 
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A Prefect server on a free 127.0.0.1 port with a throwaway PREFECT_HOME; stopped after."""
+def server(tmp_path: Path, prefect_db_template: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Prefect server of its own on a free 127.0.0.1 port, with a throwaway PREFECT_HOME
+    and a copy of the started database (tests/servers.py); stopped after."""
     port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "DNC_TRACKING": "off",  # MLflow is not under test here
-    }
-    env.pop("PREFECT_API_URL", None)
+    shutil.copyfile(prefect_db_template, tmp_path / "prefect.db")
+    env = servers.prefect_server_env(tmp_path / "prefect.db", tmp_path / "prefect-home")
+    env["DNC_TRACKING"] = "off"  # MLflow is not under test here
     log = tmp_path / "server.log"
-    cmd = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = start(cmd, env, log)
+    proc = start(servers.prefect_command(port), env, log)
     try:
         url = f"http://127.0.0.1:{port}/api"
         wait_healthy(url, proc, log)
