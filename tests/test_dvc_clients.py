@@ -79,12 +79,16 @@ def test_docs_run_ad_hoc_commands_outside_dvc_outputs():
 @pytest.mark.skipif(not Path(DVC).exists(), reason="dvc not installed")
 @pytest.mark.integration
 def test_dvc_sees_only_the_matrix_outputs_inside_models():
-    """A search or an ad-hoc run left in models/ does not change the report's dependency."""
+    """A search or an ad-hoc run left in models/ does not change the report's dependency,
+    nor does the bytecode Python writes beside `dnc/`, a directory the stages depend on."""
     paths = [
         "models/search/study/trial_0",
         "models/s2/best.pt",
         "models/base/seed0/best.pt",
         "models/s4/seed1/history.json",
+        "dnc/__pycache__/cli.cpython-311.pyc",
+        "dnc/data/__pycache__/views.cpython-311.pyc",
+        "dnc/data/views.py",
     ]
     proc = subprocess.run(
         [DVC, "check-ignore", "--non-matching", "--details", *paths],
@@ -96,7 +100,12 @@ def test_dvc_sees_only_the_matrix_outputs_inside_models():
     # `<file>:<line>:<pattern>\t<path>`; `::\t<path>` matches nothing, `!...` re-includes.
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     ignored = {path for rule, path in rows if rule.split(":", 2)[-1][:1] not in ("", "!")}
-    assert ignored == {"models/search/study/trial_0", "models/s2/best.pt"}, proc.stdout
+    assert ignored == {
+        "models/search/study/trial_0",
+        "models/s2/best.pt",
+        "dnc/__pycache__/cli.cpython-311.pyc",
+        "dnc/data/__pycache__/views.cpython-311.pyc",
+    }, proc.stdout
 
 
 def test_report_says_which_cpu_and_torch(tmp_path):
