@@ -279,3 +279,26 @@ def prefect_server(_prefect_api, tmp_path_factory: pytest.TempPathFactory):
         settings = {PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}
         with temporary_settings(updates=settings):
             yield
+
+
+@pytest.fixture()
+def cli_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
+    """`python -m pipelines ARGV` in this process: the CLI's `main` with `env` set and the
+    names in `unset` removed (both restored after the test), run in `cwd`, its output
+    captured at the file descriptors. The same code and the same lines as a subprocess,
+    without importing torch and MLflow again (~5 CPU-s a process); tests of what only a
+    process shows (exit by signal, a fresh interpreter's imports) keep the subprocess."""
+    from pipelines.cli import main
+
+    def run(argv: list[str], env: dict[str, str], cwd: Path, unset=()) -> tuple[int, str]:
+        for key in unset:
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(cwd)
+        capfd.readouterr()
+        rc = main(list(argv))
+        captured = capfd.readouterr()
+        return rc, captured.out + captured.err
+
+    return run

@@ -74,28 +74,17 @@ def stage_train(tmp: Path, env: dict[str, str], cwd: Path | None = None) -> tupl
 
 
 @pytest.fixture()
-def train_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
-    """`stage_train` in this process (the CLI's `main`, output captured at the file
-    descriptors): the same code and the same one line, without importing torch and MLflow
-    again in a subprocess (~5 s each). test_hanging_tracking_api_fails_within_the_timeout
-    keeps the real subprocess."""
+def train_here(cli_here):
+    """`stage_train` in this process (conftest's `cli_here`): the same code and the same one
+    line. test_hanging_tracking_api_fails_within_the_timeout keeps the real subprocess."""
     import time
 
-    from pipelines.cli import main
-
     def run(tmp: Path, env: dict[str, str], cwd: Path | None = None) -> tuple:
-        for key in UNSET:  # what the CLI sets here is restored after the test
-            monkeypatch.delenv(key, raising=False)
-        for key, value in {"DNC_NETWORK_TIMEOUT": str(TIMEOUT), **env}.items():
-            monkeypatch.setenv(key, value)
-        argv = train_argv(tmp)
-        monkeypatch.chdir(cwd or tmp)
-        capfd.readouterr()
+        # What the CLI sets here (the MLflow timeouts) is restored after the test.
+        env = {"DNC_NETWORK_TIMEOUT": str(TIMEOUT), **env}
         start = time.monotonic()
-        rc = main(argv)
-        seconds = time.monotonic() - start
-        captured = capfd.readouterr()
-        return rc, captured.out + captured.err, seconds
+        rc, out = cli_here(train_argv(tmp), env, cwd or tmp, unset=UNSET)
+        return rc, out, time.monotonic() - start
 
     return run
 

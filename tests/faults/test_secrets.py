@@ -36,9 +36,13 @@ def tiny_params_file(tmp: Path, **extra: object) -> Path:
     return path
 
 
+# Unset for every run, as a user's shell would not have them.
+QUIET = ("DNC_TRACKING", "DNC_DEBUG")
+
+
 def pipelines(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """`python -m pipelines ARGS` in `cwd` with `env` on top of a tracking-on environment."""
-    full = {k: v for k, v in os.environ.items() if k not in ("DNC_TRACKING", "DNC_DEBUG")}
+    full = {k: v for k, v in os.environ.items() if k not in QUIET}
     full.update({"PYTHONPATH": str(ROOT), "PATH": f"{BIN}{os.pathsep}{full['PATH']}", **env})
     full.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     cmd = [sys.executable, "-m", "pipelines", *args]
@@ -122,31 +126,27 @@ def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url):
     ],
 )
 @pytest.mark.integration
-def test_unreachable_store_message_hides_the_password(tmp_path, variable, url):
+def test_unreachable_store_message_hides_the_password(tmp_path, cli_here, caplog, variable, url):
     # `-v`: the traceback, then the very line printed without it (pipelines.common.errors),
-    # so one run shows both.
+    # so one run shows both. In this process (conftest's `cli_here`): the same lines.
     params = str(tiny_params_file(tmp_path))
-    proc = pipelines(
-        tmp_path, {variable: url}, "-v", "stage", "train", "--params", params, "--out", "run"
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
+    argv = ["-v", "stage", "train", "--params", params, "--out", "run"]
+    rc, out = cli_here(argv, {variable: url}, tmp_path, unset=QUIET)
+    assert rc == 2, out
     assert "Traceback" in out and out.strip().splitlines()[-1].startswith("error: "), out
     assert variable in out and FAKE_SECRET not in out
+    assert FAKE_SECRET not in caplog.text  # log records a subprocess would print as well
     assert files_holding(tmp_path, FAKE_SECRET) == []
 
 
 @pytest.mark.integration
-def test_unreachable_optuna_storage_message_hides_the_password(tmp_path):
+def test_unreachable_optuna_storage_message_hides_the_password(tmp_path, cli_here, caplog):
     params = str(tiny_params_file(tmp_path))
     storage = f"postgresql+psycopg://dnc:{FAKE_SECRET}@127.0.0.1:1/optuna"
-    proc = pipelines(
-        tmp_path,
-        {"DNC_TRACKING": "off"},
-        "-v",  # the traceback and the one line, as above
-        "search", "--study", "s", "--params", params, "--storage", storage,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 2, out
+    # -v: the traceback and the one line, as above
+    argv = ["-v", "search", "--study", "s", "--params", params, "--storage", storage]
+    rc, out = cli_here(argv, {"DNC_TRACKING": "off"}, tmp_path, unset=QUIET)
+    assert rc == 2, out
     assert "Traceback" in out and out.strip().splitlines()[-1].startswith("error: "), out
     assert "search.storage" in out and FAKE_SECRET not in out
+    assert FAKE_SECRET not in caplog.text
