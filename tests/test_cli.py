@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,18 +12,11 @@ from dnc.models import get_spec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "dnc", *args], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-
-
-@pytest.mark.integration
-def test_info_wrn28_10_cifar100_cli():
-    proc = run_cli("info", "--model", "wide_resnet28_10", "--split", "4", "--dataset", "cifar100")
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+def test_info_wrn28_10_cifar100_cli(capsys):
+    # In this process: `python -m dnc` itself runs under torchrun (tests/test_distributed.py).
+    argv = ["info", "--model", "wide_resnet28_10", "--split", "4", "--dataset", "cifar100"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
     assert [m["width"] for m in out["members"]] == [5] * 4
     assert out["undivided"]["width"] == 10
     assert out["undivided"]["params"] == pytest.approx(36.5e6, rel=0.01)
@@ -55,14 +45,13 @@ def test_info_every_model(default_params, name, split):
 
 
 @pytest.mark.integration
-def test_bad_key_exits_2_before_work(tmp_path):
+def test_bad_key_exits_2_before_work(tmp_path, capsys):
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
     tree["split"]["factr"] = 2
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(tree))
-    proc = run_cli("train", "--params", str(path), "--out", str(tmp_path / "run"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: split.factr: unknown key"
+    assert main(["train", "--params", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == "error: split.factr: unknown key"
     assert not (tmp_path / "run").exists()
 
 

@@ -101,16 +101,14 @@ def test_unexpected_error_is_not_disguised(err):
         run_command(_raise(err), _args())
 
 
-@pytest.mark.integration
-def test_cli_missing_params_file_exits_2_and_v_shows_traceback(tmp_path):
-    cmd = [sys.executable, "-m", "pipelines", "report", "--params", str(tmp_path / "nope.yaml")]
-    cmd += ["--out", str(tmp_path / "out")]
-    quiet = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert quiet.returncode == 2
-    lines = quiet.stderr.strip().splitlines()
+def test_cli_missing_params_file_exits_2_and_v_shows_traceback(tmp_path, cli_here):
+    argv = ["report", "--params", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "out")]
+    rc, quiet = cli_here(argv, {}, ROOT, unset=("DNC_DEBUG",))
+    assert rc == 2
+    lines = quiet.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.yaml" in lines[0]
-    loud = subprocess.run([*cmd, "-v"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert loud.returncode == 2 and "Traceback" in loud.stderr
+    rc, loud = cli_here([*argv, "-v"], {}, ROOT)
+    assert rc == 2 and "Traceback" in loud
 
 
 def test_si_matches_hand_computed_strings():
