@@ -293,12 +293,12 @@ def _get(url: str) -> dict:
 
 @pytest.fixture()
 def mlflow_server(tracked):
-    """`mlflow server` on 127.0.0.1 over the run's SQLite store; stopped afterwards."""
+    """The server `python -m pipelines ui` starts (its very command) on 127.0.0.1 over the
+    run's SQLite store; it must answer /health, and is stopped afterwards."""
+    from pipelines.tracking.ui import server_command
+
     port = _free_port()
-    cmd = [str(ROOT / ".venv" / "bin" / "mlflow"), "server", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1", "--backend-store-uri", tracked["uri"]]
-    cmd += ["--artifacts-destination", str(tracked["tmp"] / "server-artifacts")]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd, env = server_command(tracked["uri"], port, tracked["tmp"] / "server-artifacts")
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
