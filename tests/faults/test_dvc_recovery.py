@@ -66,9 +66,9 @@ def write_params(repo: Path, epochs: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Path:
     """git + DVC repo with the project's pipeline, its `prepare` stage run and committed
-    (once per module: the faults below are in the `run` stage)."""
+    (once per module: the faults below are in the `run` stage), and an empty MLflow store."""
     sys.path.insert(0, str(ROOT))
     repo = tmp_path_factory.mktemp("template") / "repo"
     repo.mkdir()
@@ -81,6 +81,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "repro", "prepare")
+    shutil.copyfile(mlflow_db_template, repo / "mlflow.db")  # git-ignored, as a user's
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "pipeline")
     return repo

@@ -7,6 +7,7 @@ traceback, and leaves no stale stop-reason tag on the MLflow run it no longer ow
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -104,8 +105,9 @@ def pause_between_transactions(proc: subprocess.Popen, folder: Path) -> None:
     raise AssertionError("the worker always held a SQLite lock")
 
 
-def test_paused_worker_is_taken_over_and_stops_writing(tmp_path):
+def test_paused_worker_is_taken_over_and_stops_writing(tmp_path, mlflow_db_template):
     write_params(tmp_path)
+    shutil.copyfile(mlflow_db_template, tmp_path / "mlflow.db")
     trial_0 = tmp_path / "runs" / "search" / STUDY / "trial_0"
     paused = worker(tmp_path)
     deadline = time.monotonic() + 300
