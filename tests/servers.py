@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -58,7 +59,7 @@ def stop(proc: subprocess.Popen, grace: float = 20) -> None:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    """Until the Prefect API at `url` answers its health check (or `proc` exits)."""
+    """Until the server at `url` answers its `/health` check (or `proc` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"server exited:\n{log.read_text()[-2000:]}"
@@ -68,7 +69,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
                     return
         except OSError:
             time.sleep(0.5)
-    raise TimeoutError(f"no healthy Prefect server at {url} after {timeout} s")
+    raise TimeoutError(f"no healthy server at {url} after {timeout} s")
 
 
 def open_run_dir() -> None:
@@ -107,14 +108,8 @@ def shared_prefect_server() -> str:
     with FileLock(f"{state}.lock"):
         if state.exists():
             return json.loads(state.read_text())["url"]
-        database, log, port = folder / "prefect.db", folder / "prefect-server.log", free_port()
-        proc = start(prefect_command(port), _prefect_env(database), log)
-        url = f"http://127.0.0.1:{port}/api"
-        try:
-            wait_healthy(url, proc, log)
-        except BaseException:
-            stop(proc)
-            raise
+        database = folder / "prefect.db"
+        proc, url, _ = start_prefect(database, folder / "prefect-home", folder / "prefect.log")
         state.write_text(json.dumps({"url": url, "pid": proc.pid}))
         # SQLite's backup API copies a live database consistently (WAL included).
         partial = folder / "partial-prefect-template.db"
@@ -127,31 +122,37 @@ def shared_prefect_server() -> str:
 
 def prefect_template() -> Path:
     """A Prefect database as a first server start leaves it (migrated, block types
-    registered): a server started on a copy takes ~5 CPU-s instead of ~16."""
+    registered): a server started on a copy takes ~5 CPU-s instead of ~16. It is the shared
+    server's, so this starts that server if no test has yet."""
     shared_prefect_server()
     return Path(os.environ[RUN_DIR]) / "prefect-template.db"
 
 
-def prefect_server_env(database: Path, home: Path) -> dict[str, str]:
-    """The environment of a `prefect server start` on `database`, with its own home."""
-    return {**_prefect_env(database), "PREFECT_HOME": str(home)}
-
-
-def prefect_command(port: int) -> list[str]:
-    """`prefect server start` on 127.0.0.1:`port`."""
-    return [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-
-
-def _prefect_env(database: Path) -> dict[str, str]:
-    env = {
+def start_prefect(
+    database: Path, home: Path, log: Path, **env: str
+) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """`prefect server start` on a free 127.0.0.1 port over SQLite `database`, with its own
+    PREFECT_HOME and `env` on top; returned once healthy, with its API URL and the
+    environment it runs with (its clients add PREFECT_API_URL to it)."""
+    port = free_port()
+    full = {
         **os.environ,
-        "PREFECT_HOME": str(database.parent / f"{database.stem}-home"),
+        "PREFECT_HOME": str(home),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "true",
+        **env,
     }
-    env.pop("PREFECT_API_URL", None)
-    return env
+    full.pop("PREFECT_API_URL", None)
+    cmd = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start(cmd, full, log)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_healthy(url, proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url, full
 
 
 def _stop_group(pid: int, grace: float = 20) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import servers
 from conftest import ROOT, TINY
-from servers import PREFECT, free_port, start, stop, wait_healthy
+from servers import PREFECT, free_port, start, stop
 
 QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}
 
@@ -38,15 +38,14 @@ def wait_deployed(url: str, name: str, serve: subprocess.Popen, log: Path) -> No
 def server(tmp_path: Path, prefect_db_template: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A Prefect server of its own on a free 127.0.0.1 port, with a throwaway PREFECT_HOME
     and a copy of the started database (tests/servers.py); stopped after."""
-    port = free_port()
     shutil.copyfile(prefect_db_template, tmp_path / "prefect.db")
-    env = servers.prefect_server_env(tmp_path / "prefect.db", tmp_path / "prefect-home")
-    env["DNC_TRACKING"] = "off"  # MLflow is not under test here
-    log = tmp_path / "server.log"
-    proc = start(servers.prefect_command(port), env, log)
+    proc, url, env = servers.start_prefect(
+        tmp_path / "prefect.db",
+        tmp_path / "prefect-home",
+        tmp_path / "server.log",
+        DNC_TRACKING="off",  # MLflow is not under test here
+    )
     try:
-        url = f"http://127.0.0.1:{port}/api"
-        wait_healthy(url, proc, log)
         yield url, {**env, "PREFECT_API_URL": url}
     finally:
         stop(proc)

@@ -9,7 +9,6 @@ mean of per-shard losses, which is what per-rank statistics compute).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
+from servers import free_port
 from torch import Tensor, nn
 
 from dnc import stages
@@ -217,16 +217,10 @@ def _worker(rank: int, port: int, out: Path) -> None:
         (out / f"nan_rank{rank}.txt").write_text(str(err))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("spawned")
-    mp.spawn(_worker, args=(_free_port(), out), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
     return out
 
 

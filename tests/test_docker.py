@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 from pipelines.dvc.preset import load_preset
 
@@ -51,12 +51,6 @@ pytestmark = [
     pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or ""),
     pytest.mark.timeout(1800),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -145,9 +139,7 @@ def stack() -> Iterator[Stack]:
         **os.environ,
         "DNC_PG_PASSWORD": secrets.token_hex(16),
         "DNC_WORKERS": "2",
-        **{
-            f"DNC_{name}_PORT": str(_free_port()) for name in ("PG", "MLFLOW", "PREFECT", "OPTUNA")
-        },
+        **{f"DNC_{name}_PORT": str(free_port()) for name in ("PG", "MLFLOW", "PREFECT", "OPTUNA")},
     }
     st = Stack(project=f"dnctest{secrets.token_hex(4)}", env=env)
     started = time.monotonic()

@@ -11,14 +11,13 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from servers import free_port, start, stop, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "test-tracking"
@@ -280,12 +279,6 @@ def test_later_files_attach_to_the_recorded_run(tracked):
     assert [a.path for a in listed] == ["later/later.png"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
@@ -297,30 +290,16 @@ def mlflow_server(tracked):
     run's SQLite store; it must answer /health, and is stopped afterwards."""
     from pipelines.tracking.ui import server_command
 
-    port = _free_port()
+    port = free_port()
     cmd, env = server_command(tracked["uri"], port, tracked["tmp"] / "server-artifacts")
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
+    log = tracked["tmp"] / "mlflow-server.log"
+    proc = start(cmd, env, log)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start: {proc.stderr.read()[-2000:]!r}")
-                time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, log, timeout=90)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, grace=15)
 
 
 @pytest.mark.slow
@@ -418,7 +397,7 @@ def test_bad_tracking_settings_exit_2_before_compute(params, tmp_path, monkeypat
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     args = ["stage", "train", "--params", str(tmp_path / "params.yaml")]
     args += ["--out", str(tmp_path / "run")]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: MLFLOW_TRACKING_URI=http://127.0.0.1:") and "\n" not in err
