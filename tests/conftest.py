@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import servers
-import torch
 
 from dnc.config import Params
 from dnc.config_loading import load_params
@@ -59,6 +58,8 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Every test runs torch on one thread (restored afterwards)."""
+    import torch  # imported by pytest_configure, below
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -206,13 +207,43 @@ def every_model_and_split(splits: tuple[int, ...], heavy=deep_variant) -> list:
     ]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-costs",
+        action="store_true",
+        help="write each test file's CPU seconds to tests/costs.json (tests/scheduling.py)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     servers.open_run_dir()  # in the controller; the xdist workers inherit its folder
+    if os.environ.get("PYTEST_XDIST_WORKER") or config.getoption("dist", "no") == "no":
+        # In a process that runs tests, before any unit test's guard: importing torch runs
+        # `ldconfig` (ctypes.util.find_library). Not in the xdist controller, which runs
+        # no test: there it cost ~4 s before the workers started and ~1.3 s at exit.
+        import torch  # noqa: F401
+    if config.getoption("record_costs"):
+        import scheduling
+
+        config.pluginmanager.register(scheduling.Recorder(), "dnc-cost-recorder")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadfile`: the costliest files first (tests/scheduling.py)."""
+    if config.getvalue("dist") == "loadfile":
+        import scheduling
+
+        return scheduling.CostFirst(config, log)
+    return None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # after every worker has finished
         servers.close_run_dir()
+        recorder = session.config.pluginmanager.get_plugin("dnc-cost-recorder")
+        if recorder is not None and session.testsfailed == 0:
+            recorder.write()
 
 
 def _migrated_mlflow_db(path: Path) -> None:

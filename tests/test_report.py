@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import lazy
 from scipy import stats
 
 from dnc.evaluation.predictions import write_predictions
 from pipelines.cli import main
-from pipelines.dvc import plots
 from pipelines.dvc.report import report
 from pipelines.dvc.report_summary import mean_std
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
+plots = lazy("pipelines.dvc.plots")  # matplotlib: out of every worker's collection
 
 
 def _run_files(tmp: Path, config: str, seed: int, split: int, acc: float) -> None:

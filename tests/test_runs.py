@@ -5,19 +5,21 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import lazy
 
 from pipelines.cli import main
-from pipelines.tracking.store import REOPENED_AT, STOP_REASON, Store
+
+tracking_store = lazy("pipelines.tracking.store")  # MLflow: out of every worker's collection
 
 HOUR_MS = 3600 * 1000
 
 
 @pytest.fixture()
 def store(sqlite_tracking_uri):
-    return Store(sqlite_tracking_uri)
+    return tracking_store.Store(sqlite_tracking_uri)
 
 
-def make_run(store: Store, name: str, start_ms: int, epoch_ms: int | None = None, tags=None):
+def make_run(store, name: str, start_ms: int, epoch_ms: int | None = None, tags=None):
     client = store.client
     run = client.create_run(store.experiment_id("dnc"), start_time=start_ms, run_name=name)
     if epoch_ms is not None:
@@ -27,7 +29,7 @@ def make_run(store: Store, name: str, start_ms: int, epoch_ms: int | None = None
     return run.info.run_id
 
 
-def status(store: Store, run_id: str) -> str:
+def status(store, run_id: str) -> str:
     return store.client.get_run(run_id).info.status
 
 
@@ -36,7 +38,9 @@ def test_reap_ends_only_runs_silent_for_longer_than_asked(store, capsys):
     stale = make_run(store, "stale", now - 3 * HOUR_MS, epoch_ms=now - 150 * 60 * 1000)
     never_logged = make_run(store, "never-logged", now - 3 * HOUR_MS)
     alive = make_run(store, "alive", now - 3 * HOUR_MS, epoch_ms=now - 10 * 60 * 1000)
-    resumed = make_run(store, "resumed", now - 3 * HOUR_MS, tags={REOPENED_AT: str(now - 60_000)})
+    resumed = make_run(
+        store, "resumed", now - 3 * HOUR_MS, tags={tracking_store.REOPENED_AT: str(now - 60_000)}
+    )
     done = make_run(store, "done", now - 5 * HOUR_MS)
     store.client.set_terminated(done, "FINISHED")
     argv = ["runs", "reap", "--stale-after", "2h", "--tracking-uri", store.uri]
@@ -52,7 +56,9 @@ def test_reap_ends_only_runs_silent_for_longer_than_asked(store, capsys):
     for run_id in (stale, never_logged):
         run = store.client.get_run(run_id)
         assert run.info.status == "KILLED"
-        assert run.data.tags[STOP_REASON].startswith("reaped: no sign of life since ")
+        assert run.data.tags[tracking_store.STOP_REASON].startswith(
+            "reaped: no sign of life since "
+        )
     assert [status(store, r) for r in (alive, resumed, done)] == ["RUNNING", "RUNNING", "FINISHED"]
 
 
@@ -62,8 +68,8 @@ def test_a_reopened_run_counts_as_alive_from_its_reopening(store):
     store.end(run_id, KeyboardInterrupt())
     store.reopen(run_id)  # what a resumed training does
     run = store.client.get_run(run_id)
-    assert run.info.status == "RUNNING" and STOP_REASON not in run.data.tags
-    assert abs(int(run.data.tags[REOPENED_AT]) - now) < 60_000
+    assert run.info.status == "RUNNING" and tracking_store.STOP_REASON not in run.data.tags
+    assert abs(int(run.data.tags[tracking_store.REOPENED_AT]) - now) < 60_000
     argv = ["runs", "reap", "--stale-after", "1h", "--tracking-uri", store.uri]
     assert main(argv) == 0
     assert status(store, run_id) == "RUNNING"
