@@ -57,10 +57,8 @@ def sched(monkeypatch):
 def finish(sched, node: Node, n: int) -> None:
     """`n` of the node's pending tests complete, in order."""
     for _ in range(n):
-        pending = [
-            (f, i) for f, unit in sched.assigned_work[node].items() for i, done in unit.items()
-        ]
-        nodeid = next(i for f, i in pending if not sched.assigned_work[node][f][i])
+        work = sched.assigned_work[node].values()
+        nodeid = next(i for unit in work for i, done in unit.items() if not done)
         sched.mark_test_complete(node, COLLECTION.index(nodeid))
 
 
