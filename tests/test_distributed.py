@@ -9,6 +9,7 @@ mean of per-shard losses, which is what per-rank statistics compute).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -219,8 +220,12 @@ def _worker(rank: int, port: int, out: Path) -> None:
 
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory) -> Path:
+    """The workers' outputs. Forked, not spawned: a spawned child imports torch and this
+    module again (~5 CPU-s each); no process group exists in this process to be inherited."""
     out = tmp_path_factory.mktemp("spawned")
-    mp.spawn(_worker, args=(free_port(), out), nprocs=WORLD, join=True)
+    mp.start_processes(
+        _worker, args=(free_port(), out), nprocs=WORLD, join=True, start_method="fork"
+    )
     return out
 
 
@@ -397,32 +402,49 @@ def five_epochs(default_params, tmp_path_factory, one_thread):
     return params, _state(run_dir)
 
 
-@pytest.mark.slow
-def test_a_member_parallel_checkpoint_resumes_on_one_process(five_epochs, tmp_path):
-    params, straight = five_epochs
-    proc = _torchrun(params, tmp_path / "run")  # no restarts: the job fails
-    saved = _kill_a_rank_after_epoch_0(proc, tmp_path / "run")
-    assert proc.wait(timeout=120) != 0 and saved < 4
-    resumed = stages.train(params, None, tmp_path / "run")
-    assert resumed.resumed_from >= 0
-    _close(straight["task_state"], _state(tmp_path / "run")["task_state"])
-
-
-@pytest.mark.slow
-def test_killed_rank_restarts_and_resumes_to_the_uninterrupted_weights(five_epochs, tmp_path):
-    params, straight = five_epochs
-    logs = tmp_path / "logs"
+@pytest.fixture(scope="module")
+def killed_and_restarted(five_epochs, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """One member-parallel torchrun job with one restart: a rank is SIGKILLed once epoch 0's
+    checkpoint exists, and the run folder is copied as the kill left it (the surviving rank
+    blocks on its dead peer, so nothing is written until the restart). The run folder, the
+    copy, and the attempts' logs."""
+    params, _ = five_epochs
+    tmp = tmp_path_factory.mktemp("killed")
+    logs = tmp / "logs"
     proc = _torchrun(
-        params, tmp_path / "run", "--max-restarts", "1", "--log-dir", str(logs), "--redirects", "3"
+        params, tmp / "run", "--max-restarts", "1", "--log-dir", str(logs), "--redirects", "3"
     )
-    assert _kill_a_rank_after_epoch_0(proc, tmp_path / "run") < 4  # killed mid-run
+    assert _kill_a_rank_after_epoch_0(proc, tmp / "run") < 4  # killed mid-run
+    (tmp / "as-killed").mkdir()
+    for name in checkpoint.RUN_FILES:  # each written atomically: a whole old or new file
+        if (tmp / "run" / name).is_file():
+            shutil.copy2(tmp / "run" / name, tmp / "as-killed" / name)
     out = _finish(proc)
     restarted = sorted(logs.rglob("attempt_1"))
     assert restarted, f"torchrun did not restart the workers:\n{out[-2000:]}"
-    assert '"resumed_from": -1' not in (restarted[0] / "0" / "stdout.log").read_text()
-    run = _state(tmp_path / "run")
+    return tmp / "run", tmp / "as-killed", restarted[0]
+
+
+@pytest.mark.slow
+def test_killed_rank_restarts_and_resumes_to_the_uninterrupted_weights(
+    five_epochs, killed_and_restarted
+):
+    _, straight = five_epochs
+    run_dir, _, restarted = killed_and_restarted
+    assert '"resumed_from": -1' not in (restarted / "0" / "stdout.log").read_text()
+    run = _state(run_dir)
     assert run["state"]["epoch"] == 4
     _close(straight["task_state"], run["task_state"])
+
+
+@pytest.mark.slow
+def test_a_member_parallel_checkpoint_resumes_on_one_process(five_epochs, killed_and_restarted):
+    params, straight = five_epochs
+    _, as_killed, _ = killed_and_restarted
+    assert _state(as_killed)["state"]["epoch"] < 4  # written by the member-parallel ranks
+    resumed = stages.train(params, None, as_killed)
+    assert resumed.resumed_from >= 0
+    _close(straight["task_state"], _state(as_killed)["task_state"])
 
 
 @pytest.mark.slow
