@@ -313,6 +313,51 @@ def prefect_server(_prefect_api, tmp_path_factory: pytest.TempPathFactory):
             yield
 
 
+class _Current:
+    """A stream that is always the current `sys.<name>` (pytest swaps them per test)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(getattr(sys, self._name), attr)
+
+
+@pytest.fixture()
+def dvc_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
+    """`dvc ARGS` in this process: DVC's own `main`, run in `cwd` with `env` set (restored
+    after the test); its output, captured at the file descriptors, or the test fails with
+    it. A `dvc` process costs ~1.5 CPU-s of imports per command; the stages a repro runs
+    are processes either way."""
+    import logging
+
+    import dvc.logger
+    from dvc.cli import main
+
+    # `import dvc` binds its log handlers to the sys.stdout / sys.stderr of that moment (a
+    # capture pytest later closes, if a test imported it): point them at whatever sys.stdout
+    # / sys.stderr is when they write, for this test and the worker's later ones.
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, dvc.logger.LoggerHandler):
+                handler.stream = _Current(
+                    "stderr" if handler.level >= logging.WARNING else "stdout"
+                )
+
+    def run(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.chdir(cwd)
+        capfd.readouterr()
+        rc = main(list(args))
+        captured = capfd.readouterr()
+        out = captured.out + captured.err
+        assert rc == 0, f"dvc {' '.join(args)} -> {rc}\n{out}"
+        return out
+
+    return run
+
+
 @pytest.fixture()
 def cli_here(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]):
     """`python -m pipelines ARGV` in this process: the CLI's `main` with `env` set and the

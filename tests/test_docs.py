@@ -6,7 +6,6 @@ stage list, pytest's own collection), never against a copy of the numbers.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -87,19 +86,11 @@ def test_cited_environment_variable_is_read(doc, name):
 
 
 @pytest.mark.integration
-def test_stage_count_matches_dvc():
+def test_stage_count_matches_dvc(dvc_here):
     claims = {(d.name, int(n)) for d in DOCS for n in re.findall(r"\b(\d+) stages\b", _text(d))}
     if not claims:
         pytest.skip("no stage count is cited")
-    dvc = Path(sys.executable).with_name("dvc")
-    out = subprocess.run(
-        [str(dvc), "stage", "list", "--name-only"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
-        check=True,
-    ).stdout
+    out = dvc_here(ROOT, "stage", "list", "--name-only", env={"DVC_NO_ANALYTICS": "1"})
     actual = len(out.split())
     for doc, n in claims:
         assert n == actual, f"{doc} says {n} stages; dvc stage list has {actual}"

@@ -58,7 +58,13 @@ def tiny_params() -> dict:
 
 
 @pytest.fixture()
-def repo(tmp_path: Path) -> Path:
+def dvc(dvc_here):
+    """`dvc ARGS` in `cwd`, in this process, with the environment of `_env`."""
+    return lambda cwd, *args: dvc_here(cwd, *args, env=_env())
+
+
+@pytest.fixture()
+def repo(tmp_path: Path, dvc) -> Path:
     """A git + DVC repo holding the project's pipeline, code and DVC config."""
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -70,10 +76,10 @@ def repo(tmp_path: Path) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (repo / ".gitignore").write_text("__pycache__/\n/dvc_plots/\n")
     sh(repo, "git", "init", "-q")
-    sh(repo, "dvc", "init", "-q")
+    dvc(repo, "init", "-q")
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
     # The documented per-machine override: the remote moves, .dvc/config stays as committed.
-    sh(repo, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "remote"))
+    dvc(repo, "remote", "modify", "--local", "local", "url", str(tmp_path / "remote"))
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "pipeline")
     return repo
@@ -89,9 +95,9 @@ def test_committed_dvc_config_is_offline_with_an_outside_remote() -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
+def test_pipeline_end_to_end(repo: Path, tmp_path: Path, dvc) -> None:
     stages = {"prepare", "run@base", "run@s2"}  # one process per configuration, all seeds
-    assert ran(sh(repo, "dvc", "repro")) == stages | {"report"}
+    assert ran(dvc(repo, "repro")) == stages | {"report"}
     for path in (
         "models/s2/seed0/best.pt",
         "reports/evaluate/s2/seed0.json",
@@ -106,15 +112,15 @@ def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
     sh(repo, "git", "commit", "-qm", "repro")
 
     # Nothing changed: nothing runs.
-    assert ran(sh(repo, "dvc", "repro")) == set()
+    assert ran(dvc(repo, "repro")) == set()
     # A train param changes train and evaluate (and so report, below), not prepare.
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("lr: 0.1", "lr: 0.05"))
-    assert ran(sh(repo, "dvc", "repro", "--dry")) == stages - {"prepare"}
+    assert ran(dvc(repo, "repro", "--dry")) == stages - {"prepare"}
     (repo / "params.yaml").write_text(params)
 
     # -S of a key no configuration sets reaches both; of one `s2` sets, only `base`.
-    out = sh(repo, "dvc", "exp", "run", "-S", "split.factor=4", "-S", "train.lr=0.05")
+    out = dvc(repo, "exp", "run", "-S", "split.factor=4", "-S", "train.lr=0.05")
     assert ran(out) == stages - {"prepare"} | {"report"}
     base = yaml.safe_load((repo / "reports/evaluate/base/seed0.json").read_text())
     s2 = yaml.safe_load((repo / "reports/evaluate/s2/seed0.json").read_text())
@@ -122,10 +128,10 @@ def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
     assert (
         yaml.safe_load((repo / "models/s2/seed0/params.json").read_text())["train"]["lr"] == 0.05
     )
-    assert "train.lr" in sh(repo, "dvc", "exp", "show", "--csv")
-    assert "split.factor" in sh(repo, "dvc", "params", "diff")
-    assert "reports/report/summary.json" in sh(repo, "dvc", "metrics", "diff")
-    sh(repo, "dvc", "plots", "diff", "HEAD", "-o", "diff_plots")
+    assert "train.lr" in dvc(repo, "exp", "show", "--csv")
+    assert "split.factor" in dvc(repo, "params", "diff")
+    assert "reports/report/summary.json" in dvc(repo, "metrics", "diff")
+    dvc(repo, "plots", "diff", "HEAD", "-o", "diff_plots")
     html = (repo / "diff_plots" / "index.html").read_text()
     for rev in ("workspace", "HEAD"):  # both revisions' PNGs, next to the page: no CDN
         image = f"static/{rev}_reports_report_plots_accuracy_vs_macs.png"
@@ -134,12 +140,12 @@ def test_pipeline_end_to_end(repo: Path, tmp_path: Path) -> None:
     # Push, then a fresh clone pulls data and checkpoints and has nothing to train.
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "exp")
-    sh(repo, "dvc", "push")
+    dvc(repo, "push")
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
-    sh(clone, "dvc", "remote", "modify", "--local", "local", "url", str(tmp_path / "remote"))
-    sh(clone, "dvc", "pull")
+    dvc(clone, "remote", "modify", "--local", "local", "url", str(tmp_path / "remote"))
+    dvc(clone, "pull")
     assert (clone / "models/base/seed0/best.pt").is_file()
     assert (clone / "reports/evaluate/base/seed0.predictions.npz").is_file()
-    assert "up to date" in sh(clone, "dvc", "status")
-    assert ran(sh(clone, "dvc", "repro")) == set()
+    assert "up to date" in dvc(clone, "status")
+    assert ran(dvc(clone, "repro")) == set()

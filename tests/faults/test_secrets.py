@@ -79,16 +79,15 @@ def pg_url():
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def dvc_cache_of(repo: Path, *outs: str) -> None:
+def dvc_cache_of(dvc_here, repo: Path, *outs: str) -> None:
     """Put `outs` into a DVC cache, as `dvc repro` / `dvc push` would (the remote is a copy)."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for cmd in (["dvc", "init", "--no-scm", "-q"], ["dvc", "add", "-q", *outs]):
-        subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True, timeout=300)
+    for args in (["init", "--no-scm", "-q"], ["add", "-q", *outs]):
+        dvc_here(repo, *args, env={"DVC_NO_ANALYTICS": "1"})
 
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url):
+def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url, dvc_here):
     url, storage, password = pg_url
     env = {"MLFLOW_TRACKING_URI": url, "DNC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")}
     params = str(tiny_params_file(tmp_path, **{"compare.seeds": [0]}))
@@ -109,7 +108,7 @@ def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url):
     ref = yaml.safe_load((tmp_path / "models/base/seed0/mlflow_run.json").read_text())
     assert ref["tracking_uri"].startswith("postgresql+psycopg://postgres@")  # no password
     assert (tmp_path / "reports/search/s/best.txt").is_file()
-    dvc_cache_of(tmp_path, "models", "reports")
+    dvc_cache_of(dvc_here, tmp_path, "models", "reports")
     assert password not in printed
     assert files_holding(tmp_path, password) == []
 
