@@ -1,22 +1,21 @@
-"""A real `prefect server` on 127.0.0.1, the prefect.yaml deployments served by
-`python -m pipelines serve`, and `prefect deployment run` going to COMPLETED with the same
+"""The run's real `prefect server` on 127.0.0.1, the prefect.yaml deployments served by
+`python -m pipelines serve`, and a run of the deployment going to COMPLETED with the same
 outputs as a direct `python -m pipelines experiment` run."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import servers
 from conftest import ROOT, TINY
-from servers import PREFECT, free_port, start, stop
+from servers import free_port, start, stop
 
 QUICK = {**TINY, "data.train_size": 300, "train.epochs": 1}
 
@@ -35,20 +34,19 @@ def wait_deployed(url: str, name: str, serve: subprocess.Popen, log: Path) -> No
 
 
 @pytest.fixture()
-def server(tmp_path: Path, prefect_db_template: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A Prefect server of its own on a free 127.0.0.1 port, with a throwaway PREFECT_HOME
-    and a copy of the started database (tests/servers.py); stopped after."""
-    shutil.copyfile(prefect_db_template, tmp_path / "prefect.db")
-    proc, url, env = servers.start_prefect(
-        tmp_path / "prefect.db",
-        tmp_path / "prefect-home",
-        tmp_path / "server.log",
-        DNC_TRACKING="off",  # MLflow is not under test here
-    )
-    try:
-        yield url, {**env, "PREFECT_API_URL": url}
-    finally:
-        stop(proc)
+def server(prefect_server, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """The run's Prefect server (tests/servers.py), and the environment of a process that
+    talks to it with a throwaway PREFECT_HOME (this test reads back only its own run)."""
+    url = servers.shared_prefect_server()
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": url,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "DNC_TRACKING": "off",  # MLflow is not under test here
+    }
+    return url, env
 
 
 def outputs(run_dir: Path) -> set[str]:
@@ -57,6 +55,8 @@ def outputs(run_dir: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path):
+    from prefect.deployments import run_deployment
+
     url, env = server
     serve = start(
         [sys.executable, "-m", "pipelines", "serve", "--only", "dnc-experiment/default"],
@@ -73,32 +73,24 @@ def test_deployment_run_completes_with_the_direct_runs_outputs(server, tmp_path)
     )
     try:
         wait_deployed(url, "dnc-experiment/default", serve, tmp_path / "serve.log")
-        run = subprocess.run(
-            [PREFECT, "deployment", "run", "dnc-experiment/default"]
-            + ["-p", f"overrides={json.dumps(QUICK)}"]
-            + ["-p", f"out_dir={json.dumps(str(tmp_path / 'deployed'))}"]
-            + ["-p", f"data_store={json.dumps(str(tmp_path / 'store-b'))}"]
-            + ["--watch", "--watch-interval", "1", "--watch-timeout", "300"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=330,
+        # As `prefect deployment run --watch` does, in this process (the client already
+        # points at the server): create the flow run, poll its state to the end.
+        deployed_run = run_deployment(
+            "dnc-experiment/default",
+            parameters={
+                "overrides": QUICK,
+                "out_dir": str(tmp_path / "deployed"),
+                "data_store": str(tmp_path / "store-b"),
+            },
+            timeout=300,
+            poll_interval=1,
         )
         serve_log = (tmp_path / "serve.log").read_text()[-3000:]
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:] + serve_log
+        assert deployed_run.state.is_completed(), f"{deployed_run.state}\n{serve_log}"
         assert direct.wait(300) == 0, (tmp_path / "direct.log").read_text()[-3000:]
     finally:
         stop(direct)
         stop(serve)
-
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: url}), get_client(sync_client=True) as client:
-        runs = client.read_flow_runs()
-    deployed = [r for r in runs if r.deployment_id is not None]
-    assert [r.state.type.value for r in deployed] == ["COMPLETED"]
 
     a, b = tmp_path / "direct", tmp_path / "deployed"
     assert outputs(a) == outputs(b) >= {"model/best.pt", "metrics.json", "run.lock.json"}
@@ -154,8 +146,8 @@ def test_prefect_yaml_entrypoints_load_without_shadowing_the_libraries():
         "names = []\n"
         "for d in yaml.safe_load(open('prefect.yaml'))['deployments']:\n"
         "    names.append(load_flow_from_entrypoint(d['entrypoint']).name)\n"
-        "import dvc.repo, mlflow, optuna, prefect\n"
-        "files = [m.__file__ for m in (prefect, dvc.repo, mlflow, optuna)]\n"
+        "from importlib.util import find_spec\n"  # where an import would load them from
+        "files = [find_spec(m).origin for m in ('prefect', 'dvc', 'mlflow', 'optuna')]\n"
         "print(json.dumps({'names': names, 'files': files}))\n"
     )
     proc = subprocess.run(
