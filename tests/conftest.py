@@ -279,12 +279,6 @@ def tiny_params(default_params: Params) -> Params:
 
 
 @pytest.fixture(scope="session")
-def prefect_db_template() -> Path:
-    """A started Prefect server database, built once per run: copy it to start a server."""
-    return servers.prefect_template()
-
-
-@pytest.fixture(scope="session")
 def _prefect_api() -> Iterator[None]:
     """The run's one Prefect server (tests/servers.py), for this test process's Prefect
     client; every test reads back only the flow runs it made itself."""

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -101,8 +100,7 @@ def once_per_run(name: str, build: Callable[[Path], None]) -> Path:
 
 def shared_prefect_server() -> str:
     """The API URL of the run's one Prefect server, started by the first test process that
-    asks; every test reads back only its own runs. Once healthy, its database is copied to
-    `prefect-template.db` (see `prefect_template`)."""
+    asks; every test reads back only its own runs."""
     folder = Path(os.environ[RUN_DIR])
     state = folder / "prefect-server.json"
     with FileLock(f"{state}.lock"):
@@ -111,21 +109,7 @@ def shared_prefect_server() -> str:
         database = folder / "prefect.db"
         proc, url, _ = start_prefect(database, folder / "prefect-home", folder / "prefect.log")
         state.write_text(json.dumps({"url": url, "pid": proc.pid}))
-        # SQLite's backup API copies a live database consistently (WAL included).
-        partial = folder / "partial-prefect-template.db"
-        source, copy = sqlite3.connect(database), sqlite3.connect(partial)
-        with contextlib.closing(source), contextlib.closing(copy):
-            source.backup(copy)
-        partial.rename(folder / "prefect-template.db")
     return url
-
-
-def prefect_template() -> Path:
-    """A Prefect database as a first server start leaves it (migrated, block types
-    registered): a server started on a copy takes ~5 CPU-s instead of ~16. It is the shared
-    server's, so this starts that server if no test has yet."""
-    shared_prefect_server()
-    return Path(os.environ[RUN_DIR]) / "prefect-template.db"
 
 
 def start_prefect(
