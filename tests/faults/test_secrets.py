@@ -90,7 +90,9 @@ def dvc_cache_of(dvc_here, repo: Path, *outs: str) -> None:
 def test_real_postgres_password_is_never_written_or_printed(tmp_path, pg_url, dvc_here):
     url, storage, password = pg_url
     env = {"MLFLOW_TRACKING_URI": url, "DNC_ARTIFACT_ROOT": str(tmp_path / "mlartifacts")}
-    params = str(tiny_params_file(tmp_path, **{"compare.seeds": [0]}))
+    # The smallest run that still writes every file: one seed, one epoch, 256 images.
+    small = {"compare.seeds": [0], "train.epochs": 1, "data.train_size": 256}
+    params = str(tiny_params_file(tmp_path, **small))
     steps = [
         ("stage", "prepare", "--params", params, "--out", "data"),
         # The DVC stage: trains, then evaluates and logs into the same run, in one process.
