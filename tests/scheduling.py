@@ -9,7 +9,7 @@ first list scheduling), and gives a worker its next file only once it has one te
 no worker holds a queue of costly files while another is idle. Files missing from the
 record come after the recorded ones, in xdist's order.
 
-`pytest -n 4 --dist loadfile --record-costs` writes the record again: each test's CPU
+`pytest -n 2 --dist loadfile --record-costs` writes the record again: each test's CPU
 seconds (its process's and those of the processes it waited for), summed per file, for the
 files the run ran (and passed).
 """
@@ -97,7 +97,7 @@ class Recorder:
         cpu = {**recorded(), **self.per_file}
         record = {
             "about": "CPU seconds per test file in a whole-suite run: tests/scheduling.py",
-            "command": "pytest -n 4 --dist loadfile --record-costs",
+            "command": "pytest -n 2 --dist loadfile --record-costs",
             "cpu_seconds": {f: round(s, 1) for f, s in sorted(cpu.items())},
         }
         COSTS.write_text(json.dumps(record, indent=1) + "\n")
