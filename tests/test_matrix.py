@@ -68,3 +68,20 @@ def test_stage_cli_rejects_a_broken_comparison_before_compute(tmp_path, tree, ca
     err = capsys.readouterr().err.strip()
     assert err == "error: compare.configs.bad: train.epochz: unknown key"
     assert not out.exists()
+
+
+def test_the_baseline_is_the_undivided_net_of_a_dividing_method_at_the_base_width(tree) -> None:
+    narrow = {"split.factor": 1, "model.width": 4}  # params.yaml: the model's own width
+    assert tree["model"]["width"] is None
+    # Cooperative and auxiliary runs at S = 1 and the base width are not the undivided
+    # network; the narrower S = 1 is not at equal budget.
+    others = {
+        "coop": {"method": "cooperative", "split.factor": 1},
+        "aux": {"method": "auxiliary", "split.factor": 1},
+        "s1_narrow": narrow,
+        "s2": {"split.factor": 2},
+    }
+    tree["compare"] = {"seeds": [0], "configs": {**others, "s1": {"split.factor": 1}}}
+    assert parse_comparison(tree).baseline == "s1"
+    tree["compare"] = {"seeds": [0], "configs": others}
+    assert parse_comparison(tree).baseline is None

@@ -54,8 +54,9 @@ class Method(Protocol):
 
     `config` is the pydantic model of the method's own params section (named like the
     method), or None; it is validated only when the method is selected, and a missing
-    section means its defaults. `searchable` says whether the Optuna search (which divides
-    and co-trains) may run it.
+    section means its defaults. `searchable` says whether the method divides into S
+    members: the Optuna search (which divides and co-trains) may run it, and its S = 1 is
+    the undivided baseline a comparison (`compare`) reports against.
     """
 
     name: str

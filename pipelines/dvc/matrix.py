@@ -30,6 +30,7 @@ from typing import Any
 from dnc import config_loading
 from dnc.config import ConfigError, Params
 from dnc.config_loading import apply_overrides, params_from_dict
+from dnc.methods import get_method
 
 SECTION = "compare"
 # Becomes a DVC stage suffix (`run@s4`) and a folder name: no `-`, `@` or `/`.
@@ -137,8 +138,10 @@ def _baseline(name: Any, resolved: dict[str, Params], width: Any) -> str | None:
             )
         return str(name)
     for name_, p in resolved.items():
-        if p.method == "splitnet" and p.split.factor == 1 and p.model.width == width:
-            return name_  # equal budget: s1, not the narrower s1_w16
+        # A method that divides into S members (the one the search divides) at S = 1 is the
+        # undivided network; equal budget: s1, not the narrower s1_w16.
+        if get_method(p.method).searchable and p.split.factor == 1 and p.model.width == width:
+            return name_
     return None
 
 
