@@ -20,22 +20,22 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's dvc and python
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+def _settings() -> dict[str, str]:
+    """What the tests' DVC and git commands run with, on top of this process's environment."""
+    return dict(
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONPATH=str(ROOT),  # the repo copy's own dnc/ and pipelines/ come first (cwd)
         DVC_NO_ANALYTICS="1",
         DNC_TRACKING="off",  # MLflow tracking is tested elsewhere
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@t",
     )  # fmt: skip
-    return env
 
 
 def sh(cwd: Path, *cmd: str) -> str:
     """Run a command in `cwd`; fail the test with its output if it fails."""
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    env = {**os.environ, **_settings()}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (
         f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}{proc.stderr}"
     )
@@ -59,8 +59,8 @@ def tiny_params() -> dict:
 
 @pytest.fixture()
 def dvc(dvc_here):
-    """`dvc ARGS` in `cwd`, in this process, with the environment of `_env`."""
-    return lambda cwd, *args: dvc_here(cwd, *args, env=_env())
+    """`dvc ARGS` in `cwd`, in this process, with `_settings` set."""
+    return lambda cwd, *args: dvc_here(cwd, *args, env=_settings())
 
 
 @pytest.fixture()
